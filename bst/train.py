@@ -427,7 +427,8 @@ def train(
             WarmupSchedule(cfg.train.learning_rate, cfg.train.warmup_steps), beta_2=0.98
         )
         trainer.compile(optimizer=optimizer, steps_per_execution=1)
-        sample, _ = next(iter(make_dataset(cfg, "validation", batch_size=2, shuffle=False)))
+        uncached = config_lib.replace(cfg, {"data.cache": False})  # read 2 rows, cache none
+        sample, _ = next(iter(make_dataset(uncached, "validation", batch_size=2, shuffle=False)))
         trainer(sample, training=False)  # build now: BackupAndRestore needs built weights
 
     train_ds = strategy.distribute_datasets_from_function(
