@@ -96,7 +96,7 @@ class TrainConfig:
     Attributes:
         batch_size: global batch size (split across replicas).
         epochs: maximum epochs.
-        learning_rate: peak learning rate (linear warm-up, then cosine decay).
+        learning_rate: peak learning rate (linear warm-up over ``warmup_steps``, then constant).
         warmup_steps: warm-up steps.
         weight_decay: AdamW weight decay.
         patience: early-stopping patience in epochs on validation NDCG@10.

@@ -323,6 +323,14 @@ class WarmupSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup": self.warmup}
 
 
+def make_optimizer(cfg: Config) -> tf.keras.optimizers.Optimizer:
+    """Adam with warm-up (AdamW when ``train.weight_decay`` > 0)."""
+    schedule = WarmupSchedule(cfg.train.learning_rate, cfg.train.warmup_steps)
+    if cfg.train.weight_decay > 0:
+        return tf.keras.optimizers.AdamW(schedule, weight_decay=cfg.train.weight_decay, beta_2=0.98)
+    return tf.keras.optimizers.Adam(schedule, beta_2=0.98)
+
+
 def weights_digest(model: tf.keras.Model) -> str:
     digest = hashlib.sha256()
     for w in model.get_weights():
@@ -423,10 +431,7 @@ def train(
     with strategy.scope():
         model = build_model(cfg, Tables.from_prepared(prepared))
         trainer = BSTTrainer(model, cfg, item_frequency=item_counts)
-        optimizer = tf.keras.optimizers.Adam(
-            WarmupSchedule(cfg.train.learning_rate, cfg.train.warmup_steps), beta_2=0.98
-        )
-        trainer.compile(optimizer=optimizer, steps_per_execution=1)
+        trainer.compile(optimizer=make_optimizer(cfg), steps_per_execution=1)
         uncached = config_lib.replace(cfg, {"data.cache": False})  # read 2 rows, cache none
         sample, _ = next(iter(make_dataset(uncached, "validation", batch_size=2, shuffle=False)))
         trainer(sample, training=False)  # build now: BackupAndRestore needs built weights

@@ -52,6 +52,18 @@ def test_beats_popularity_on_planted_structure(tiny_run):
     assert model["hr@10"] > popular["hr@10"], (model, popular)
 
 
+def test_optimizer_follows_the_config():
+    from bst import config
+
+    plain = train_cli.make_optimizer(config.tiny())
+    assert type(plain).__name__ == "Adam"
+    decayed = train_cli.make_optimizer(config.replace(config.tiny(), {"train.weight_decay": 0.01}))
+    assert type(decayed).__name__ == "AdamW"
+    assert decayed.weight_decay == pytest.approx(0.01)
+    schedule = train_cli.WarmupSchedule(5e-3, 5)  # step 0 is the first step
+    assert [round(float(schedule(s)), 6) for s in (0, 1, 4, 100)] == [1e-3, 2e-3, 5e-3, 5e-3]
+
+
 def scalars(logdir: Path) -> dict[str, list[float]]:
     import tensorflow as tf
 
