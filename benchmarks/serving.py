@@ -1,6 +1,7 @@
 """Serving latency and throughput of an exported model: in process and over REST (bst.serve).
 
     python benchmarks/serving.py --model-dir saved_models/bst [--run-dir runs/ml1m]
+        [--intra-op-threads 1 --inter-op-threads 2]
 
 Prints p50/p99 latency of one top-10 request (a real user's history when
 ``--run-dir`` is given, else 50 known movie ids) called in process on the
@@ -9,6 +10,11 @@ bst.serve`` started as a separate process, then throughput with ``--clients``
 concurrent clients. Targets on the 2-core development CPU: in-process p50 <= 2 ms,
 REST p99 <= 15 ms, >= 300 requests/s. The load generator shares the machine's
 cores with the server, so REST figures are pessimistic.
+
+``--intra-op-threads`` / ``--inter-op-threads`` size TensorFlow's thread pools,
+in this process and in the server (``bst.serve``'s flags of the same name, TF
+Serving's ``--tensorflow_intra_op_parallelism`` / ``--tensorflow_inter_op_parallelism``);
+0, the default, keeps TensorFlow's choice. The figures printed say which was used.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0, help="throughput phase length")
+    parser.add_argument("--intra-op-threads", type=int, default=0, help="0 = TensorFlow's choice")
+    parser.add_argument("--inter-op-threads", type=int, default=0, help="0 = TensorFlow's choice")
     args = parser.parse_args()
 
     import bst  # noqa: F401
@@ -72,6 +80,17 @@ def main() -> None:
     import tensorflow as tf  # isort: skip
 
     from bst.client import BSTClient
+    from bst.serve import set_tf_threads
+
+    set_tf_threads(args.intra_op_threads, args.inter_op_threads)
+    threads = [
+        "--intra-op-threads", str(args.intra_op_threads),
+        "--inter-op-threads", str(args.inter_op_threads),
+    ]  # fmt: skip
+    print(
+        f"TensorFlow threads: intra-op {args.intra_op_threads or 'default'}, "
+        f"inter-op {args.inter_op_threads or 'default'}"
+    )
 
     base = Path(args.model_dir)
     version = newest_version(base)
@@ -92,7 +111,8 @@ def main() -> None:
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "bst.serve", "--model-dir", str(base), "--port", str(port)],
+        [sys.executable, "-m", "bst.serve", "--model-dir", str(base), "--port", str(port)]
+        + threads,
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -220,6 +220,30 @@ class TransformerBlock(tf.keras.layers.Layer):
             x = x * tf.cast(padding_mask, x.dtype)[..., tf.newaxis]
         return x
 
+    def call_last(self, x: tf.Tensor, padding_mask: tf.Tensor | None = None) -> tf.Tensor:
+        """(B, L, D) → (B, 1, D): ``call(x, padding_mask, training=False)[:, -1:]``,
+        computed for the last position only.
+
+        Keys and values still come from every position; the query, the attention
+        output and the feed-forward network are evaluated at the last position
+        alone, which is all the top block of a servable needs (about a third of
+        the block's work at L = 200).
+        """
+        h = self.attention_norm(x)  # (B, L, D)
+        seq_len = tf.shape(x)[1]
+        # Causal attention lets the last query see every key: only padding (and,
+        # as in attention_mask, its own position) restricts it.
+        if padding_mask is None:
+            mask = tf.ones([tf.shape(x)[0], 1, seq_len], tf.bool)
+        else:
+            last = tf.one_hot(seq_len - 1, seq_len, on_value=True, off_value=False)  # (L,)
+            mask = tf.logical_or(tf.cast(padding_mask, tf.bool), last)[:, tf.newaxis, :]
+        y = x[:, -1:] + self.attention(h[:, -1:], h, attention_mask=mask, training=False)
+        y = y + self.ff_output(self.ff_hidden(self.ff_norm(y)))  # (B, 1, D)
+        if padding_mask is not None:
+            y = y * tf.cast(padding_mask, y.dtype)[:, -1:, tf.newaxis]
+        return y
+
     def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
         return tf.TensorShape(input_shape)
 

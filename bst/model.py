@@ -185,6 +185,46 @@ def build_model(cfg: Config, tables: Tables) -> tf.keras.Model:
     return tf.keras.Model(inputs, {"query": query, "scores": scores}, name="bst")
 
 
+def last_query(
+    model: tf.keras.Model, inputs: dict[str, tf.Tensor], catalog: tf.Tensor | None = None
+) -> tf.Tensor:
+    """(B, D): ``model(inputs, training=False)["query"][:, -1]``, computed for the
+    newest position only where the rest is not needed.
+
+    The serving path (:mod:`bst.export`): every block but the top one runs on the
+    whole history (its keys and values are needed), the top block, the final norm
+    and the MLP head only at the last position. Same weights, same layers, same
+    result to float rounding; ``tests/test_model.py`` checks it. With ``catalog``
+    (the ``(N, D)`` output of ``ItemEmbedding.all_items()``, computed once), the
+    history's item tokens are gathered from it instead of being recomputed from
+    their side features.
+    """
+    ids = inputs[F.MOVIE_ID]
+    if catalog is None:
+        x = item_embedding_layer(model)(ids)  # (B, L, D)
+    else:
+        dtype = item_embedding_layer(model).compute_dtype
+        x = tf.cast(tf.gather(catalog, ids), dtype)  # (B, L, D); row 0 (padding) is zero
+    for name in (F.TIME_GAP, F.RATING):
+        x += model.get_layer(f"{name}_embedding")(inputs[name])
+    x = model.get_layer("position_embedding")(x)
+    mask = tf.not_equal(ids, F.PAD)  # (B, L)
+    blocks = sorted(
+        (layer for layer in model.layers if layer.name.startswith("transformer_block_")),
+        key=lambda layer: int(layer.name.rsplit("_", 1)[1]),
+    )
+    for block in blocks[:-1]:
+        x = block(x, padding_mask=mask, training=False)
+    x = blocks[-1].call_last(x, padding_mask=mask) if blocks else x[:, -1:]  # (B, 1, D)
+    x = model.get_layer("final_norm")(x)[:, 0]  # (B, D)
+    profile = tf.concat(
+        [model.get_layer(f"{name}_embedding")(inputs[name]) for name in F.PROFILE_FEATURES],
+        axis=-1,
+    )  # (B, 4P)
+    head_in = tf.concat([x, tf.cast(profile, x.dtype)], axis=-1)
+    return x + model.get_layer("mlp_head")(head_in, training=False)  # (B, D)
+
+
 def item_embedding_layer(model: tf.keras.Model) -> ItemEmbedding:
     return model.get_layer("item_embedding")
 

@@ -42,6 +42,11 @@ Where it follows TF Serving, and where it differs:
   requests for one signature are merged into one model call, histories of
   different lengths left-padded with ``""`` (see ``Batcher``). On the tiny
   trained model this about doubles throughput with 8 concurrent clients.
+* Threads: ``--intra-op-threads`` / ``--inter-op-threads`` size TensorFlow's
+  pools like TF Serving's ``--tensorflow_intra_op_parallelism`` /
+  ``--tensorflow_inter_op_parallelism`` (0, the default, is TF's choice). On a
+  small CPU ``--intra-op-threads 1`` lowers latency: this model is a chain of
+  small ops that lose more to splitting across threads than they gain.
 * Floats are written in their shortest round-trip form (``0.3``, not
   ``0.30000001192092896``), ``NaN``/``Infinity``/``-Infinity`` as TF Serving does.
 """
@@ -1192,6 +1197,29 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def set_tf_threads(intra_op: int = 0, inter_op: int = 0) -> None:
+    """Size TensorFlow's thread pools (0 keeps TF's choice); call before any TF op runs.
+
+    The servable is a chain of small ops: on a few cores, splitting each op over
+    threads costs more than it saves, so ``intra_op=1`` (one thread per op, the
+    requests themselves running side by side) cuts single-request latency; see
+    the serving benchmark in the README.
+
+    Raises:
+        ValueError: a negative count, or TensorFlow already running (too late).
+    """
+    for name, value in (("intra_op", intra_op), ("inter_op", inter_op)):
+        if value < 0:
+            raise ValueError(f"thread counts must be >= 0. Received: {name}={value}")
+    try:
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as err:
+        raise ValueError(f"TensorFlow's threads can only be sized before it starts: {err}") from err
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bst.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--model-dir", default="saved_models/bst", help="model base folder")
@@ -1213,8 +1241,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="run each request alone (default: merge concurrent requests into one call)",
     )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=0,
+        help="threads one TF op may use (TF Serving's --tensorflow_intra_op_parallelism; "
+        "0 = TF's choice, one per core)",
+    )
+    parser.add_argument(
+        "--inter-op-threads",
+        type=int,
+        default=0,
+        help="TF ops run at once (TF Serving's --tensorflow_inter_op_parallelism; 0 = TF's choice)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        set_tf_threads(args.intra_op_threads, args.inter_op_threads)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     import uvicorn
 
     try:

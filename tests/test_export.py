@@ -105,6 +105,31 @@ def test_padding_unknown_ids_and_score(exported, trained_run):
     assert profile["movie_ids"].shape == (1, 5)
 
 
+def test_padding_and_batch_company_do_not_change_scores(exported, trained_run):
+    """The servable reads only the columns some row needs: a history padded far past
+    max_len, or batched with shorter ones, scores as it does alone."""
+    _, first = exported
+    cfg, _, prepared = load_run(trained_run)
+    vocab = prepared.vocabs[F.MOVIE_ID]
+    score = tf.saved_model.load(str(first)).signatures["score"]
+    long = list(vocab[: cfg.model.max_len + 3])  # longer than max_len: the newest count
+    short = [vocab[4], vocab[7]]
+    candidates = tf.constant([vocab[:6]] * 2)
+
+    def scores(rows):
+        width = max(len(r) for r in rows)
+        padded = [[""] * (width - len(r)) + list(r) for r in rows]
+        return score(history=tf.constant(padded), candidates=candidates[: len(rows)])[
+            "scores"
+        ].numpy()
+
+    alone = [scores([long])[0], scores([short])[0]]
+    np.testing.assert_allclose(scores([[""] * 40 + short])[0], alone[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores([long, short]), np.stack(alone), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores([long[-cfg.model.max_len :]])[0], alone[0], atol=1e-5)
+    assert not np.allclose(alone[0], alone[1])
+
+
 def test_missing_run_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         export_cli.main(["--run-dir", str(tmp_path), "--out", str(tmp_path / "o")])

@@ -8,7 +8,15 @@ import tensorflow as tf
 
 from bst import config
 from bst import features as F
-from bst.model import MODEL_INPUTS, BSTTrainer, Tables, build_model, model_inputs
+from bst.model import (
+    MODEL_INPUTS,
+    BSTTrainer,
+    Tables,
+    build_model,
+    item_embedding_layer,
+    last_query,
+    model_inputs,
+)
 from bst.pipeline import Prepared, make_dataset
 
 
@@ -37,6 +45,28 @@ def test_outputs_and_names(tiny_cfg, tables):
     np.testing.assert_allclose(
         out["scores"].numpy(), out["query"][:, -1].numpy() @ catalog.numpy().T, rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_last_query_matches_the_full_model(tiny_cfg, tables, blocks):
+    """The serving path (top block, norm and head at the last position only, catalog
+    precomputed) gives the full model's last query."""
+    cfg = config.replace(tiny_cfg, {"model.num_blocks": blocks})
+    model = build_model(cfg, tables)
+    feats, _ = batch(cfg)
+    ids = feats[F.MOVIE_ID].numpy().copy()
+    ids[0] = 0  # a history that is padding throughout
+    rng = np.random.default_rng(0)
+    feats = dict(feats)
+    feats[F.MOVIE_ID] = tf.constant(ids)
+    for name in (F.TIME_GAP, F.RATING):  # real side features, not only UNKNOWN
+        feats[name] = tf.constant(np.where(ids > 0, rng.integers(1, 5, ids.shape), 0), tf.int32)
+    expected = model(feats, training=False)["query"][:, -1].numpy()
+    catalog = item_embedding_layer(model).all_items()
+    for table in (None, catalog):
+        got = last_query(model, feats, table).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(expected[1], expected[2])
 
 
 def test_causal_and_padding(tiny_cfg, tables):

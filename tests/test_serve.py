@@ -437,6 +437,33 @@ def test_cli_busy_port_exits_2(model_base, capsys):
     assert capsys.readouterr().err.startswith(f"error: cannot listen on 127.0.0.1:{port}")
 
 
+def test_thread_flags_size_tensorflows_pools_in_a_fresh_process():
+    code = (
+        "from bst import serve; serve.set_tf_threads(1, 2); tf = serve.tf; "
+        "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+        "tf.config.threading.get_inter_op_parallelism_threads())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["1", "2"], proc.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--intra-op-threads", "-1"], "thread counts must be >= 0. Received: intra_op=-1"),
+        # this test process has long started TensorFlow: too late to size its pools
+        (["--intra-op-threads", "1"], "only be sized before it starts"),
+    ],
+)
+def test_cli_thread_flags_fail_with_one_line(model_base, capsys, flags, message):
+    serve.tf.constant(0)  # TensorFlow is running
+    with pytest.raises(SystemExit) as info:
+        serve.main(["--model-dir", str(model_base), "--port", "0", *flags])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
 # ---------------------------------------------------------------- TF Serving configs
 
 
