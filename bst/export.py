@@ -43,6 +43,7 @@ import numpy as np
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import features as F
+from bst.model import item_embedding_layer, last_query, load_run
 
 import tensorflow as tf  # isort: skip
 
@@ -86,8 +87,6 @@ class ExportModule(tf.Module):
         self.titles = tf.constant(["", "", *[labels.get(m, m) for m in vocab]])
         # The catalog's item vectors do not depend on the request: computed once
         # here (about 1.5 ms of every request otherwise), saved as a variable.
-        from bst.model import item_embedding_layer
-
         catalog = tf.cast(item_embedding_layer(model).all_items(), tf.float32)  # (N, D)
         self.catalog = tf.Variable(catalog, trainable=False, name="catalog")
         reserved = np.zeros(self.num_items, np.float32)
@@ -113,8 +112,6 @@ class ExportModule(tf.Module):
         dropping it changes nothing but the cost); only the newest position's
         query is computed (:func:`bst.model.last_query`).
         """
-        from bst.model import last_query
-
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(idx > 0, tf.int32), axis=1))
         width = tf.clip_by_value(longest, 1, self.max_len)
         idx = idx[:, tf.shape(idx)[1] - width :]  # (B, L)
@@ -239,8 +236,6 @@ def next_version(base: Path) -> int:
 
 def export(run_dir: str | Path, out: str | Path, k: int = 10) -> Path:
     """Write the next version of the SavedModel under ``out``; returns its folder."""
-    from bst.model import load_run
-
     cfg, model, prepared = load_run(run_dir)
     module = ExportModule(model, prepared, cfg.model.max_len, k)
     base = Path(out)

@@ -209,10 +209,8 @@ def last_query(
         x += model.get_layer(f"{name}_embedding")(inputs[name])
     x = model.get_layer("position_embedding")(x)
     mask = tf.not_equal(ids, F.PAD)  # (B, L)
-    blocks = sorted(
-        (layer for layer in model.layers if layer.name.startswith("transformer_block_")),
-        key=lambda layer: int(layer.name.rsplit("_", 1)[1]),
-    )
+    # model.layers is in graph order, so block i comes before block i + 1
+    blocks = [layer for layer in model.layers if layer.name.startswith("transformer_block_")]
     for block in blocks[:-1]:
         x = block(x, padding_mask=mask, training=False)
     x = blocks[-1].call_last(x, padding_mask=mask) if blocks else x[:, -1:]  # (B, 1, D)
