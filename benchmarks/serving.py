@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -36,20 +35,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def newest_version(base: Path) -> Path:
-    versions = [int(p.name) for p in base.iterdir() if re.fullmatch(r"\d+", p.name)]
-    if not versions:
-        raise SystemExit(f"no exported version in {base}: run python -m bst.export first")
-    return base / str(max(versions))
-
-
 def histories(run_dir: str | None, count: int) -> list[list[str]]:
     if run_dir:
         from bst.config import load
+        from bst.data.prepared import Prepared
 
-        prepared = Path(load(Path(run_dir) / "config.json").data.prepared_dir)
-        rows = (prepared / "sequences.tsv").read_text().splitlines()[1 : count + 1]
-        return [row.split("\t")[4].split()[-200:] for row in rows]
+        prepared = Prepared.open(load(Path(run_dir) / "config.json").data.prepared_dir)
+        users = prepared.sequences.user_ids[:count]
+        return [prepared.user_events(u).movie_ids[-200:] for u in users]
     return [[str(i) for i in range(1, 51)]] * count
 
 
@@ -81,6 +74,7 @@ def main() -> None:
 
     from bst.client import BSTClient
     from bst.serve import set_tf_threads
+    from bst.versions import newest_version
 
     set_tf_threads(args.intra_op_threads, args.inter_op_threads)
     threads = [
@@ -94,6 +88,8 @@ def main() -> None:
 
     base = Path(args.model_dir)
     version = newest_version(base)
+    if version is None:
+        raise SystemExit(f"no exported version in {base}: run python -m bst.export first")
     users = histories(args.run_dir, 100)
     lengths = [len(h) for h in users]
     print(f"model {version}; histories of {min(lengths)}-{max(lengths)} movies")

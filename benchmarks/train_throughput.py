@@ -33,9 +33,9 @@ def main() -> None:
 
     import bst  # noqa: F401
     from bst import config
+    from bst.data.prepare import is_prepared, prepare
     from bst.model import BSTTrainer, Tables, build_model
     from bst.pipeline import Prepared, make_dataset
-    from pipelines.prepare import is_prepared, prepare
 
     prepared_dir = Path(args.prepared or Path(tempfile.gettempdir()) / "bst-bench-prepared")
     if not is_prepared(prepared_dir):

@@ -25,9 +25,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from bst import features as F
-from bst.metrics import EvalData, ScoreFn, read_sequences
+from bst.data.prepared import Prepared
+from bst.metrics import EvalData, ScoreFn
 
-Source = str | os.PathLike | Sequence[np.ndarray]
+Source = Prepared | str | os.PathLike | Sequence[np.ndarray]
 
 # Weight of the popularity prior added to the item-to-item baselines: small enough
 # to only order items the main signal leaves tied (or a user with no usable row).
@@ -42,8 +43,8 @@ def training_sequences(
     With arrays, ``num_items`` defaults to the largest index + 1 (at least the 2
     reserved indices).
     """
-    if isinstance(source, str | os.PathLike) or hasattr(source, "folder"):
-        seqs = read_sequences(source)
+    if isinstance(source, Prepared | str | os.PathLike):
+        seqs = Prepared.open(source).sequences
         if num_items is not None and num_items != seqs.num_items:
             raise ValueError(
                 f"`num_items` disagrees with the vocabulary of {source}. Received: "

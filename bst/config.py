@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from bst.errors import UsageError
+
 DEFAULT_CACHE = Path("~/.cache/bst")
 
 
@@ -157,7 +159,7 @@ def preset(name: str) -> Config:
     try:
         return PRESETS[name]()
     except KeyError:
-        raise ValueError(
+        raise UsageError(
             f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
         ) from None
 
@@ -171,15 +173,15 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
                 return True
             if text.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"{key} expects true or false, got {value!r}")
+            raise UsageError(f"{key} expects true or false, got {value!r}")
         try:
             return kind(text)
         except ValueError:
-            raise ValueError(f"{key} expects {kind.__name__}, got {value!r}") from None
+            raise UsageError(f"{key} expects {kind.__name__}, got {value!r}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(f"{key} expects {kind.__name__}, got {value!r}")
+        raise UsageError(f"{key} expects {kind.__name__}, got {value!r}")
     return value
 
 
@@ -193,16 +195,16 @@ def replace(cfg: Any, updates: Mapping[str, Any], prefix: str = "") -> Any:
         full = f"{prefix}{head}"
         if head not in hints:
             known = ", ".join(f"{prefix}{k}" for k in hints)
-            raise ValueError(f"unknown config key {full!r}; known: {known}")
+            raise UsageError(f"unknown config key {full!r}; known: {known}")
         kind = hints[head]
         is_section = dataclasses.is_dataclass(kind)
         if rest:
             if not is_section:
-                raise ValueError(f"{full} is not a section; cannot set {prefix}{key}")
+                raise UsageError(f"{full} is not a section; cannot set {prefix}{key}")
             nested.setdefault(head, {})[rest] = value
         elif is_section:
             if not isinstance(value, Mapping):
-                raise ValueError(f"{full} is a section; set its fields, e.g. {full}.<name>=...")
+                raise UsageError(f"{full} is a section; set its fields, e.g. {full}.<name>=...")
             nested.setdefault(head, {}).update(value)
         else:
             flat[head] = _coerce(value, kind, full)
@@ -217,7 +219,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value (e.g. model.num_blocks=2), got {item!r}")
+            raise UsageError(f"--set expects key=value (e.g. model.num_blocks=2), got {item!r}")
         out[key.strip()] = value
     return out
 

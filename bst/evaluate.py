@@ -33,11 +33,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import features as F
-from bst.data.errors import DataError
-from bst.metrics import COVERAGE_K, KS, TEST, VALIDATION, EvalData
+from bst.baselines import ItemKNN, ItemTransition, Popularity
+from bst.errors import DataError, UsageError
+from bst.metrics import (
+    COVERAGE_K,
+    KS,
+    TEST,
+    VALIDATION,
+    by_history_length,
+    evaluate_scores,
+    load_eval_data,
+)
+from bst.model import load_run
+from bst.scoring import aligned_scores
 
 import tensorflow as tf  # isort: skip
 
@@ -142,8 +154,6 @@ def popularity_profile(top: np.ndarray, pop_rank: np.ndarray) -> dict[str, float
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
@@ -381,22 +391,6 @@ def _dataset_name(cfg) -> str:
     return "MovieLens-1M" + (" (SASRec benchmark file)" if cfg.data.format == "sasrec" else "")
 
 
-def _model_scores(model, cfg, split: str, data: EvalData) -> np.ndarray:
-    """float32 ``[U, N]`` model scores in the row order of ``data``."""
-    from bst.train import predict_scores
-
-    users, scores = predict_scores(model, cfg, split)  # (U, N)
-    order = {u: i for i, u in enumerate(users)}
-    missing = [u for u in data.user_ids if u not in order]
-    if missing:
-        raise DataError(
-            f"{len(missing)} {split} users of sequences.tsv are missing from the {split} "
-            f"TFRecord shards of {cfg.data.prepared_dir} (first: {missing[0]}): re-run "
-            "pipelines.prepare"
-        )
-    return scores[np.array([order[u] for u in data.user_ids], dtype=np.int64)]
-
-
 def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> dict:
     """Evaluate a finished run and its baselines on ``split``; write ``<run>/eval/``.
 
@@ -405,15 +399,11 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
         ``baselines`` (name → metrics), ``by_history_length`` and ``ndcg_curve`` (name →
         rows / values), ``popularity_bias``, ``published``, ``protocol``, ``seconds``, ...
     """
-    from bst.baselines import ItemKNN, ItemTransition, Popularity
-    from bst.metrics import by_history_length, evaluate_scores, load_eval_data
-    from bst.model import load_run
-
     if split not in (TEST, VALIDATION):
-        raise ValueError(f"`split` must be 'test' or 'validation'. Received: split={split!r}")
+        raise UsageError(f"`split` must be 'test' or 'validation'. Received: split={split!r}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} not found")
+        raise UsageError(f"run folder {run_dir} not found")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     cfg, model, prepared = load_run(run_dir)
@@ -423,7 +413,7 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
     seconds["load"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    scores = _model_scores(model, cfg, split, data)  # (U, N)
+    scores = aligned_scores(model, cfg, split, data)  # (U, N)
     seconds["model scoring"] = time.perf_counter() - started
     started = time.perf_counter()
     metrics, ranks, top = evaluate_scores(lambda rows: scores[rows], data, batch_size, KS)
@@ -526,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         result = evaluate(args.run_dir, args.split, args.batch_size)
-    except (FileNotFoundError, NotADirectoryError, DataError, ValueError) as err:
+    except (DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     keys = ("hr@10", "ndcg@10", "mrr", f"coverage@{COVERAGE_K}")

@@ -24,7 +24,7 @@ Cost per request: the catalog's item vectors are computed once, here, and saved
 as a variable; the servable reads only the history columns some row of the
 request needs (leading all-padding columns are dropped) and runs the top
 transformer block, the final norm and the MLP head at the newest position only
-(:func:`bst.model.last_query`). Scores equal the in-memory model's to float
+(``model.encoder(..., last_only=True)``, :class:`bst.model.Encoder`). Scores equal the in-memory model's to float
 rounding (``tests/test_export.py``).
 """
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import shutil
 import sys
 import tempfile
@@ -43,9 +42,13 @@ import numpy as np
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import features as F
-from bst.model import item_embedding_layer, last_query, load_run
+from bst.data.records import profile_tokens
+from bst.errors import DataError, UsageError
+from bst.model import load_run
+from bst.versions import next_version
 
 import tensorflow as tf  # isort: skip
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2  # isort: skip
 
 log = logging.getLogger("bst.export")
 
@@ -66,7 +69,7 @@ class ExportModule(tf.Module):
         super().__init__(name="bst")
         vocab = prepared.vocabs[F.MOVIE_ID]
         if k < 1:
-            raise ValueError(f"`k` must be positive. Received: k={k}")
+            raise UsageError(f"`k` must be positive. Received: k={k}")
         self.model = model
         self.max_len = int(max_len)
         self.num_items = len(vocab) + F.NUM_RESERVED
@@ -87,7 +90,7 @@ class ExportModule(tf.Module):
         self.titles = tf.constant(["", "", *[labels.get(m, m) for m in vocab]])
         # The catalog's item vectors do not depend on the request: computed once
         # here (about 1.5 ms of every request otherwise), saved as a variable.
-        catalog = tf.cast(item_embedding_layer(model).all_items(), tf.float32)  # (N, D)
+        catalog = tf.cast(model.encoder.items.all_items(), tf.float32)  # (N, D)
         self.catalog = tf.Variable(catalog, trainable=False, name="catalog")
         reserved = np.zeros(self.num_items, np.float32)
         reserved[: F.NUM_RESERVED] = -np.inf
@@ -110,28 +113,27 @@ class ExportModule(tf.Module):
         The model reads the newest ``max_len`` columns, and not the leading
         columns that are padding in every row (padding is never attended, so
         dropping it changes nothing but the cost); only the newest position's
-        query is computed (:func:`bst.model.last_query`).
+        query is computed (``model.encoder(..., last_only=True)``, :class:`bst.model.Encoder`).
         """
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(idx > 0, tf.int32), axis=1))
         width = tf.clip_by_value(longest, 1, self.max_len)
         idx = idx[:, tf.shape(idx)[1] - width :]  # (B, L)
         unknown = tf.where(idx > 0, F.UNKNOWN, F.PAD)
         inputs = {F.MOVIE_ID: idx, F.TIME_GAP: unknown, F.RATING: unknown, **profile}
-        query = tf.cast(last_query(self.model, inputs, self.catalog), tf.float32)  # (B, D)
+        query = self.model.encoder(inputs, training=False, last_only=True, catalog=self.catalog)
+        query = tf.cast(query[:, 0], tf.float32)  # (B, D)
         return tf.matmul(query, self.catalog, transpose_b=True)  # (B, N)
 
     def _profile(self, batch: tf.Tensor, values: dict[str, tf.Tensor] | None) -> dict:
-        out = {}
-        for name in PROFILE_INPUTS:
-            if values is None:
-                out[name] = tf.fill([batch], F.UNKNOWN)
-            else:
-                raw = values[name]
-                if name == F.ZIP:
-                    raw = tf.strings.substr(raw, 0, F.ZIP_PREFIX_LEN)
-                raw = tf.where(raw == "", "?", raw)  # empty = unknown, not padding
-                out[name] = tf.cast(self.profile_lookups[name](raw), tf.int32)
-        return out
+        if values is None:
+            return {name: tf.fill([batch], F.UNKNOWN) for name in PROFILE_INPUTS}
+        tokens = profile_tokens(
+            values[F.GENDER], values[F.AGE], values[F.OCCUPATION], values[F.ZIP]
+        )
+        return {
+            name: tf.cast(self.profile_lookups[name](tokens[name]), tf.int32)
+            for name in PROFILE_INPUTS
+        }
 
     def _recommend(self, history: tf.Tensor, profile: dict | None) -> dict[str, tf.Tensor]:
         idx = self._history(history)
@@ -209,8 +211,6 @@ def warmup_requests(sample: list[str]) -> list[bytes]:
 
 def prediction_logs(inputs: dict[str, dict[str, list]], model_name: str = "bst") -> list[bytes]:
     """Serialized ``PredictionLog`` records: signature name → {input name: string values}."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
     records = []
     for name, tensors in inputs.items():
         request = predict_pb2.PredictRequest(
@@ -223,15 +223,6 @@ def prediction_logs(inputs: dict[str, dict[str, list]], model_name: str = "bst")
         )
         records.append(log_.SerializeToString())
     return records
-
-
-def next_version(base: Path) -> int:
-    versions = (
-        [int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)]
-        if base.is_dir()
-        else []
-    )
-    return max(versions, default=0) + 1
 
 
 def export(run_dir: str | Path, out: str | Path, k: int = 10) -> Path:
@@ -269,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         path = export(args.run_dir, args.out, args.k)
-    except (FileNotFoundError, ValueError) as err:
+    except (DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"exported {path}")

@@ -1,6 +1,6 @@
 """The one list of feature names, dtypes and index conventions.
 
-The same strings name the TFRecord fields written by ``pipelines.prepare``, the
+The same strings name the TFRecord fields written by ``bst.data.prepare``, the
 tensors ``bst.pipeline.make_dataset`` yields, the model's inputs and the serving
 signature's inputs.
 
@@ -42,11 +42,17 @@ PROFILE_FEATURES = (GENDER, AGE, OCCUPATION, ZIP)
 
 USER_ID = "user_id"  # raw user id string, passed through for evaluation; not a model input
 
+# --- TFRecord-only fields (bst.data.records): raw values the pipeline turns into features
+TIMESTAMP = "timestamp"  # int64 [n] seconds since the epoch, -1 = unknown
+TARGET_MOVIE_ID = "target_movie_id"  # evaluation records: the held-out event ([1]; [] in train)
+TARGET_TIMESTAMP = "target_timestamp"
+TARGET_RATING = "target_rating"
+
 # --- labels --------------------------------------------------------------------
 NEXT_MOVIE = "next_movie"  # train: [L] target item per position (PAD = none); eval: scalar
 NEXT_RATING = "next_rating"  # same layout, rating index as in RATING
 
-# Vocabularies written by pipelines.prepare (one token per line, in index order from 2).
+# Vocabularies written by bst.data.prepare (one token per line, in index order from 2).
 VOCAB_FILES = {
     MOVIE_ID: "movie_id.txt",
     GENRES: "genres.txt",

@@ -204,45 +204,47 @@ class TransformerBlock(tf.keras.layers.Layer):
         eye = tf.eye(seq_len, dtype=tf.bool)[tf.newaxis]  # (1, L, L)
         return tf.logical_or(allowed, eye)  # (B, L, L)
 
+    def last_row_mask(self, x: tf.Tensor, padding_mask: tf.Tensor | None = None) -> tf.Tensor:
+        """The (B, 1, L) bool mask of the last query: ``attention_mask(x, padding_mask)[:, -1:]``.
+
+        Causal or not, the last query may see every real key (and its own position).
+        """
+        seq_len = tf.shape(x)[1]
+        if padding_mask is None:
+            return tf.ones([tf.shape(x)[0], 1, seq_len], tf.bool)
+        last = tf.one_hot(seq_len - 1, seq_len, on_value=True, off_value=False)  # (L,)
+        return tf.logical_or(tf.cast(padding_mask, tf.bool), last)[:, tf.newaxis, :]
+
     def call(
-        self, x: tf.Tensor, padding_mask: tf.Tensor | None = None, training: Any = None
+        self,
+        x: tf.Tensor,
+        padding_mask: tf.Tensor | None = None,
+        training: Any = None,
+        last_only: bool = False,
     ) -> tf.Tensor:
-        mask = self.attention_mask(x, padding_mask)  # (B, L, L)
-        h = self.attention_norm(x)
-        h = self.attention(h, h, attention_mask=mask, training=training)  # (B, L, D)
+        """(B, L, D) → (B, L, D), or (B, 1, D) with ``last_only``: the same as ``[:, -1:]`` of the
+        full output, with keys and values from every position but the query, the attention
+        output and the feed-forward network at the last position only (what the top block
+        of a servable needs; about a third of the block's work at L = 200)."""
+        h = self.attention_norm(x)  # (B, L, D)
+        if last_only:
+            mask = self.last_row_mask(x, padding_mask)  # (B, 1, L)
+            x, query = x[:, -1:], h[:, -1:]  # (B, 1, D)
+            if padding_mask is not None:
+                padding_mask = padding_mask[:, -1:]
+        else:
+            mask = self.attention_mask(x, padding_mask)  # (B, L, L)
+            query = h
+        h = self.attention(query, h, attention_mask=mask, training=training)  # (B, Q, D)
         x = x + self.attention_dropout(h, training=training)
         h = self.ff_norm(x)
-        h = self.ff_hidden(h)  # (B, L, F)
+        h = self.ff_hidden(h)  # (B, Q, F)
         h = self.ff_hidden_dropout(h, training=training)
-        h = self.ff_output(h)  # (B, L, D)
+        h = self.ff_output(h)  # (B, Q, D)
         x = x + self.ff_dropout(h, training=training)
         if padding_mask is not None:
             x = x * tf.cast(padding_mask, x.dtype)[..., tf.newaxis]
         return x
-
-    def call_last(self, x: tf.Tensor, padding_mask: tf.Tensor | None = None) -> tf.Tensor:
-        """(B, L, D) → (B, 1, D): ``call(x, padding_mask, training=False)[:, -1:]``,
-        computed for the last position only.
-
-        Keys and values still come from every position; the query, the attention
-        output and the feed-forward network are evaluated at the last position
-        alone, which is all the top block of a servable needs (about a third of
-        the block's work at L = 200).
-        """
-        h = self.attention_norm(x)  # (B, L, D)
-        seq_len = tf.shape(x)[1]
-        # Causal attention lets the last query see every key: only padding (and,
-        # as in attention_mask, its own position) restricts it.
-        if padding_mask is None:
-            mask = tf.ones([tf.shape(x)[0], 1, seq_len], tf.bool)
-        else:
-            last = tf.one_hot(seq_len - 1, seq_len, on_value=True, off_value=False)  # (L,)
-            mask = tf.logical_or(tf.cast(padding_mask, tf.bool), last)[:, tf.newaxis, :]
-        y = x[:, -1:] + self.attention(h[:, -1:], h, attention_mask=mask, training=False)
-        y = y + self.ff_output(self.ff_hidden(self.ff_norm(y)))  # (B, 1, D)
-        if padding_mask is not None:
-            y = y * tf.cast(padding_mask, y.dtype)[:, -1:, tf.newaxis]
-        return y
 
     def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
         return tf.TensorShape(input_shape)

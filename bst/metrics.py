@@ -30,19 +30,33 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from bst import features as F
-from bst.vocab import index_of, read_vocabulary, vocab_size
+from bst.data.prepared import Prepared
 
 VALIDATION, TEST = "validation", "test"
-KS = (1, 3, 5, 10, 20)
+KS = (1, 3, 5, 10, 20)  # the cutoffs every report uses (NDCG@3 for the seed notebooks)
 COVERAGE_K = 10
 LENGTH_BUCKETS = (0, 20, 50, 100, 200, 500, math.inf)
-SEQUENCES_FILE = "sequences.tsv"
-_COLUMNS = ("user_id", "n_train", "n_validation", "n_test", "movie_ids", "timestamps", "ratings")
+SELECTION_METRIC = "ndcg@10"  # early stopping and checkpoint choice, on validation
+EPOCH_METRICS = ("hr@10", "ndcg@10", "mrr")  # the per-epoch validation log line
+
+
+def metric_names(ks: Sequence[int] = KS) -> list[str]:
+    """Every metric :func:`evaluate_scores` reports, in table order:
+    ``hr@K`` for each K, ``ndcg@K`` for each K, ``mrr``, ``coverage@10``."""
+    return [
+        *(f"hr@{k}" for k in ks),
+        *(f"ndcg@{k}" for k in ks),
+        "mrr",
+        f"coverage@{COVERAGE_K}",
+    ]
+
+
+TABLE_METRICS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@10", "ndcg@20", "mrr", "coverage@10")
+"""The columns of every results table (``bst.train``, ``bst.evaluate``, the README)."""
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -120,73 +134,6 @@ def _as_seen(seen: SeenItems | Sequence[np.ndarray] | None, num_rows: int) -> Se
 
 
 @dataclass(frozen=True)
-class UserSequences:
-    """``sequences.tsv`` with movie ids mapped to item indices (OOV = 1).
-
-    Attributes:
-        user_ids: str ``[U]``.
-        items: per user, int32 ``[n]`` item indices of all events in time order.
-        n_train, n_validation, n_test: int ``[U]``. Split sizes; the validation target
-            is at position ``n_train``, the test target at ``n_train + n_validation``.
-        num_items: vocabulary size including the 2 reserved indices.
-    """
-
-    user_ids: np.ndarray
-    items: list[np.ndarray]
-    n_train: np.ndarray
-    n_validation: np.ndarray
-    n_test: np.ndarray
-    num_items: int
-
-    def train(self) -> list[np.ndarray]:
-        """Each user's training events only (what baselines may be fitted on)."""
-        return [s[:n] for s, n in zip(self.items, self.n_train, strict=True)]
-
-
-def _folder(prepared_dir) -> Path:
-    """A path, or anything with a ``folder`` (``bst.pipeline.Prepared``) without importing it."""
-    return Path(getattr(prepared_dir, "folder", prepared_dir))
-
-
-def read_sequences(prepared_dir: str | os.PathLike) -> UserSequences:
-    """Read ``sequences.tsv`` and ``vocab/movie_id.txt`` of a prepared folder."""
-    folder = _folder(prepared_dir)
-    vocab = read_vocabulary(folder / "vocab" / F.VOCAB_FILES[F.MOVIE_ID])
-    lookup = index_of(vocab)
-    path = folder / SEQUENCES_FILE
-    user_ids, items, sizes = [], [], []
-    with open(path, encoding="utf-8") as handle:
-        header = next(handle, "").rstrip("\n").split("\t")
-        if tuple(header[: len(_COLUMNS)]) != _COLUMNS:
-            raise ValueError(f"{path} line 1: expected columns {', '.join(_COLUMNS)}, got {header}")
-        for line_no, line in enumerate(handle, start=2):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < len(_COLUMNS):
-                raise ValueError(
-                    f"{path} line {line_no}: expected {len(_COLUMNS)} tab-separated fields, "
-                    f"got {len(fields)}"
-                )
-            ids = fields[4].split()
-            n = tuple(int(x) for x in fields[1:4])
-            if min(n) < 0 or sum(n) > len(ids):
-                raise ValueError(
-                    f"{path} line {line_no}: split sizes {n} do not fit {len(ids)} events"
-                )
-            user_ids.append(fields[0])
-            items.append(np.array([lookup.get(m, F.OOV) for m in ids], dtype=np.int32))
-            sizes.append(n)
-    sizes = np.array(sizes, dtype=np.int64).reshape(-1, 3)
-    return UserSequences(
-        user_ids=np.array(user_ids, dtype=str),
-        items=items,
-        n_train=sizes[:, 0],
-        n_validation=sizes[:, 1],
-        n_test=sizes[:, 2],
-        num_items=vocab_size(vocab),
-    )
-
-
-@dataclass(frozen=True)
 class EvalData:
     """Evaluated users of one split: full histories, held-out targets, seen items.
 
@@ -240,27 +187,17 @@ class EvalData:
         return np.array([len(h) for h in self.histories], dtype=np.int64)
 
 
-def load_eval_data(prepared_dir: str | os.PathLike, split: str) -> EvalData:
-    """Users evaluated on ``split`` ('validation' or 'test') of a prepared folder.
-
-    The validation target is event ``n_train`` with history ``[:n_train]``; the test
-    target is event ``n_train + n_validation`` with everything before it as history
-    (the validation event included). Train-only users (too short) are left out.
-    """
+def load_eval_data(prepared: Prepared | str | os.PathLike, split: str) -> EvalData:
+    """Users evaluated on ``split`` ('validation' or 'test') of a prepared folder
+    (targets and histories: :meth:`bst.data.prepared.Prepared.eval_split`)."""
     if split not in (VALIDATION, TEST):
         raise ValueError(f"`split` must be 'validation' or 'test'. Received: split={split!r}")
-    seqs = read_sequences(prepared_dir)
-    if split == VALIDATION:
-        keep = np.flatnonzero(seqs.n_validation > 0)
-        position = seqs.n_train
-    else:
-        keep = np.flatnonzero(seqs.n_test > 0)
-        position = seqs.n_train + seqs.n_validation
+    part = Prepared.open(prepared).eval_split(split)
     return EvalData.from_histories(
-        histories=[seqs.items[u][: position[u]] for u in keep],
-        targets=[seqs.items[u][position[u]] for u in keep],
-        num_items=seqs.num_items,
-        user_ids=seqs.user_ids[keep],
+        histories=part.histories,
+        targets=part.targets,
+        num_items=part.num_items,
+        user_ids=part.user_ids,
     )
 
 
@@ -459,3 +396,14 @@ def by_history_length(
             }
         )
     return rows
+
+
+def format_table(rows: dict[str, dict], keys: Sequence[str] = TABLE_METRICS) -> str:
+    """The one results table: a Markdown row per model, a column per metric."""
+    head = "| model | " + " | ".join(keys) + " |"
+    sep = "|---" * (len(keys) + 1) + "|"
+    body = [
+        f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in keys) + " |"
+        for name, m in rows.items()
+    ]
+    return "\n".join([head, sep, *body])

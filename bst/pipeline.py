@@ -1,4 +1,4 @@
-"""``tf.data`` input pipelines over the TFRecord shards written by ``pipelines.prepare``.
+"""``tf.data`` input pipelines over the TFRecord shards of a prepared folder (:mod:`bst.data.prepared`).
 
 Training examples are whole user histories with a next-item target at every
 position (not fixed 4-item windows): a user's training events ``e_0..e_{n-1}``
@@ -23,112 +23,20 @@ nothing after the event), UNKNOWN for the first event or unknown timestamps.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import features as F
 from bst.config import Config
-from bst.data.split import SPLITS, TRAIN
-from bst.vocab import item_tables, load_vocabularies, read_vocabulary, vocab_size
+from bst.data import records
+from bst.data.prepared import Prepared
+from bst.data.split import TRAIN
+from bst.errors import UsageError
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A folder written by ``pipelines.prepare``: vocabularies, tables, shards."""
-
-    folder: Path
-
-    @classmethod
-    def open(cls, folder: str | Path) -> Prepared:
-        folder = Path(folder)
-        if not (folder / "manifest.json").is_file():
-            raise FileNotFoundError(
-                f"{folder} has no manifest.json: run python -m pipelines.prepare --out {folder}"
-            )
-        return cls(folder)
-
-    @cached_property
-    def manifest(self) -> dict:
-        return json.loads((self.folder / "manifest.json").read_text())
-
-    @cached_property
-    def vocabs(self) -> dict[str, list[str]]:
-        return load_vocabularies(self.folder / "vocab")
-
-    def vocab_path(self, name: str) -> str:
-        return str(self.folder / "vocab" / F.VOCAB_FILES[name])
-
-    def vocab_size(self, name: str) -> int:
-        return vocab_size(self.vocabs[name])
-
-    @cached_property
-    def movies(self) -> pd.DataFrame:
-        return pd.read_csv(
-            self.folder / "movies.tsv",
-            sep="\t",
-            dtype={"title": str, "genres": str},
-            keep_default_na=False,
-            na_values={"year": [""]},
-        ).assign(year=lambda d: d["year"].astype("Int64"))
-
-    @cached_property
-    def item_tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """(genres ``[V, MAX_GENRES]``, year ``[V]``) indexed by movie index."""
-        return item_tables(self.movies, self.vocabs)
-
-    @cached_property
-    def text_table(self) -> tuple[np.ndarray | None, int | None]:
-        """(overview token ids ``[V, T]`` by movie index, text vocabulary size), or (None, None)
-        when the folder was prepared without an enriched table."""
-        path = self.folder / "overview_tokens.tsv"
-        if not path.is_file():
-            return None, None
-        index = {t: i + F.NUM_RESERVED for i, t in enumerate(self.vocabs[F.MOVIE_ID])}
-        rows = {}
-        with open(path, encoding="utf-8") as handle:
-            next(handle)
-            for line in handle:
-                movie_id, _, ids = line.rstrip("\n").partition("\t")
-                if movie_id in index:
-                    rows[index[movie_id]] = [int(t) for t in ids.split()]
-        width = max((len(r) for r in rows.values()), default=0) or 1
-        table = np.zeros((self.vocab_size(F.MOVIE_ID), width), np.int32)
-        for row, ids in rows.items():
-            table[row, : len(ids)] = ids
-        vocab_size = len(read_vocabulary(self.folder / "vocab" / "text.txt"))
-        return table, vocab_size
-
-    def shards(self, split: str) -> list[str]:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        files = sorted(str(p) for p in (self.folder / "tfrecords").glob(f"{split}-*.tfrecord"))
-        if not files:
-            raise FileNotFoundError(f"no {split} shards in {self.folder / 'tfrecords'}")
-        return files
-
-
-_SPEC = {
-    F.USER_ID: tf.io.FixedLenFeature([], tf.string),
-    F.GENDER: tf.io.FixedLenFeature([], tf.string),
-    F.AGE: tf.io.FixedLenFeature([], tf.string),
-    F.OCCUPATION: tf.io.FixedLenFeature([], tf.string),
-    F.ZIP: tf.io.FixedLenFeature([], tf.string),
-    F.MOVIE_ID: tf.io.RaggedFeature(tf.string),
-    "timestamp": tf.io.RaggedFeature(tf.int64),
-    F.RATING: tf.io.RaggedFeature(tf.int64),
-    "target_movie_id": tf.io.RaggedFeature(tf.string),
-    "target_timestamp": tf.io.RaggedFeature(tf.int64),
-    "target_rating": tf.io.RaggedFeature(tf.int64),
-}
 
 
 def make_lookup(prepared: Prepared, name: str) -> tf.keras.layers.StringLookup:
@@ -203,7 +111,7 @@ class Featurizer:
     def train_windows(self, ex: dict, all_windows: bool) -> tf.data.Dataset:
         """One user's training history → windows with a target at every position."""
         items = self.items(ex[F.MOVIE_ID])
-        gaps = gap_buckets(ex["timestamp"])
+        gaps = gap_buckets(ex[F.TIMESTAMP])
         ratings = rating_indices(ex[F.RATING])
         profile = self.profile(ex)
         n_inputs = tf.shape(items)[0] - 1  # the last event is only a target
@@ -227,19 +135,19 @@ class Featurizer:
 
     def eval_example(self, ex: dict):
         items = self.items(ex[F.MOVIE_ID])
-        feats = self.sequence(items, gap_buckets(ex["timestamp"]), rating_indices(ex[F.RATING]))
+        feats = self.sequence(items, gap_buckets(ex[F.TIMESTAMP]), rating_indices(ex[F.RATING]))
         feats.update(self.profile(ex))
         feats[F.USER_ID] = ex[F.USER_ID]
         labels = {
-            F.NEXT_MOVIE: self.items(ex["target_movie_id"])[0],
-            F.NEXT_RATING: rating_indices(ex["target_rating"])[0],
+            F.NEXT_MOVIE: self.items(ex[F.TARGET_MOVIE_ID])[0],
+            F.NEXT_RATING: rating_indices(ex[F.TARGET_RATING])[0],
         }
         return feats, labels
 
 
 def prepared_dir(cfg: Config) -> Path:
     if not cfg.data.prepared_dir:
-        raise ValueError("data.prepared_dir is not set: run pipelines.prepare and set it")
+        raise UsageError("data.prepared_dir is not set: run pipelines.prepare and set it")
     return Path(cfg.data.prepared_dir)
 
 
@@ -284,7 +192,7 @@ def make_dataset(
     )
     if shard_examples:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    ds = ds.map(lambda s: tf.io.parse_single_example(s, _SPEC), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(records.parse, num_parallel_calls=AUTOTUNE)
     if is_train:
         ds = ds.filter(lambda ex: tf.size(ex[F.MOVIE_ID]) >= 2)
         ds = ds.flat_map(lambda ex: featurizer.train_windows(ex, cfg.data.all_windows))

@@ -36,16 +36,26 @@ import math
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
+from bst import config as config_lib
 from bst import features as F
-from bst.data.errors import DataError
-from bst.metrics import SEQUENCES_FILE
+from bst.baselines import Popularity
+from bst.client import BSTClient, ServingError
+from bst.config import Config
+from bst.data.prepared import SEQUENCES_FILE, Events, Prepared
+from bst.data.records import profile_tokens
+from bst.errors import DataError, UsageError
+from bst.metrics import top_k
+from bst.model import load_run, model_inputs
+from bst.pipeline import Featurizer, gap_buckets, rating_indices
+from bst.versions import is_savedmodel, newest_version
+
+import tensorflow as tf  # isort: skip
 
 log = logging.getLogger("bst.recommend")
 
@@ -55,63 +65,7 @@ TITLE_WIDTH = 38
 GENRES_WIDTH = 26
 
 
-class UsageError(ValueError):
-    """A user mistake on the command line: one line on stderr, exit code 2."""
-
-
 # --- data ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Events:
-    """One person's events in time order (raw movie ids; -1/0 = unknown time/rating)."""
-
-    movie_ids: list[str]
-    timestamps: np.ndarray  # int64 [n]
-    ratings: np.ndarray  # int64 [n]
-    splits: tuple[int, int, int] | None = None  # (n_train, n_validation, n_test)
-
-
-def read_user_events(prepared_folder: str | Path, user_id: str) -> Events | None:
-    """``user_id``'s row of ``sequences.tsv`` (None when the user is not there)."""
-    path = Path(prepared_folder) / SEQUENCES_FILE
-    prefix = f"{user_id}\t"
-    with open(path, encoding="utf-8") as handle:
-        next(handle, None)  # header
-        for line_no, line in enumerate(handle, start=2):
-            if not line.startswith(prefix):
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 7:
-                raise DataError(
-                    f"expected 7 tab-separated fields, got {len(fields)}", path, line_no
-                )
-            ids = fields[4].split()
-            splits = tuple(int(x) for x in fields[1:4])
-            timestamps = _numbers(fields[5], len(ids), -1)
-            ratings = _numbers(fields[6], len(ids), 0)
-            return Events(ids, timestamps, ratings, splits)
-    return None
-
-
-def _numbers(text: str, n: int, missing: int) -> np.ndarray:
-    """int64 ``[n]`` from a space-separated column; all ``missing`` when absent."""
-    values = np.array([int(x) for x in text.split()], dtype=np.int64)
-    return values if len(values) == n else np.full(n, missing, np.int64)
-
-
-def read_profile(prepared_folder: str | Path, user_id: str) -> dict[str, str]:
-    """Raw profile values from ``users.tsv`` ("" = unknown; zip as written there)."""
-    import pandas as pd
-
-    path = Path(prepared_folder) / "users.tsv"
-    if not path.is_file():
-        return {}
-    users = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    row = users[users["user_id"] == str(user_id)]
-    if row.empty:
-        return {}
-    return {name: str(row.iloc[0].get(name, "")).strip() for name in F.PROFILE_FEATURES}
 
 
 def parse_movie_ids(text: str) -> list[str]:
@@ -148,21 +102,12 @@ class InProcess:
     name = "in-process model"
 
     def __init__(self, run_dir: Path) -> None:
-        from bst.model import load_run
-        from bst.pipeline import Featurizer
-
         self.cfg, self.model, prepared = load_run(run_dir)
         self.featurizer = Featurizer(prepared, self.cfg.model.max_len)
         self.label = f"{self.name} ({run_dir})"
 
     def scores(self, events: Events, profile: dict[str, str] | None) -> np.ndarray:
         """float32 ``[N]`` scores over the item indices."""
-        import tensorflow as tf
-
-        from bst.model import model_inputs
-        from bst.pipeline import gap_buckets, rating_indices
-        from bst.vocab import UNKNOWN_TOKEN, zip_prefix
-
         items = self.featurizer.items(tf.constant(events.movie_ids, tf.string))  # (n,)
         if profile is None:  # movie ids only: as bst.export's serving signatures
             items = tf.boolean_mask(items, items != F.OOV)
@@ -175,15 +120,15 @@ class InProcess:
                 gap_buckets(tf.constant(events.timestamps)),
                 rating_indices(tf.constant(events.ratings)),
             )
-            known = bool(profile.get(F.GENDER))  # as pipelines.prepare: no gender, no profile
-            raw = {
-                name: (profile.get(name) or UNKNOWN_TOKEN) if known else UNKNOWN_TOKEN
-                for name in F.PROFILE_FEATURES
-            }
-            raw[F.ZIP] = zip_prefix(profile.get(F.ZIP, "")) if known else UNKNOWN_TOKEN
-            feats.update(self.featurizer.profile({k: tf.constant(v) for k, v in raw.items()}))
+            feats.update(self.profile_features(profile))
         inputs = {k: v[tf.newaxis] for k, v in model_inputs(feats).items()}  # batch of 1
         return self.model(inputs, training=False)["scores"][0].numpy()  # (N,)
+
+    def profile_features(self, profile: dict[str, str]) -> dict[str, tf.Tensor]:
+        """Raw profile values → the model's profile indices (:func:`records.profile_tokens`)."""
+        raw = [tf.constant([profile.get(name, "")]) for name in F.PROFILE_FEATURES]
+        tokens = {name: value[0] for name, value in profile_tokens(*raw).items()}
+        return self.featurizer.profile(tokens)
 
     def recommend(
         self,
@@ -193,8 +138,6 @@ class InProcess:
         catalog: Catalog,
         k: int,
     ) -> list[tuple[str, float]]:
-        from bst.metrics import top_k
-
         scores = self.scores(events, profile)[np.newaxis]  # (1, N)
         seen_idx = np.array([catalog.index[m] for m in seen if m in catalog.index], np.int64)
         best = top_k(scores, [seen_idx], k)[0]  # (k,)
@@ -241,41 +184,29 @@ class _Exported:
         return [(candidates[i], float(scores[i])) for i in order]
 
 
-def newest_version(path: Path) -> Path:
-    """``path`` itself when it is a SavedModel, else its highest integer version folder."""
-    if (path / "saved_model.pb").is_file():
+def savedmodel_path(path: Path) -> Path:
+    """``path`` itself when it is a SavedModel, else its newest version (:mod:`bst.versions`)."""
+    if is_savedmodel(path):
         return path
-    versions = (
-        sorted(
-            (int(p.name), p)
-            for p in path.iterdir()
-            if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file()
-        )
-        if path.is_dir()
-        else []
-    )
-    if not versions:
+    newest = newest_version(path)
+    if newest is None:
         raise UsageError(
             f"no SavedModel under {path}: expected {path}/<version>/saved_model.pb "
             "(write one with python -m bst.export)"
         )
-    return versions[-1][1]
+    return newest
 
 
 class SavedModelSource(_Exported):
     """The newest exported version under a folder, called in process."""
 
     def __init__(self, path: Path) -> None:
-        import tensorflow as tf
-
-        self.path = newest_version(path)
+        self.path = savedmodel_path(path)
         self.label = f"SavedModel {self.path}"
         self.loaded = tf.saved_model.load(str(self.path))
         self.signatures = self.loaded.signatures
 
     def _top(self, history: list[str], profile: dict[str, str] | None) -> list[tuple[str, float]]:
-        import tensorflow as tf
-
         row = tf.constant([history or [""]], tf.string)  # (1, n)
         if profile is not None and "with_profile" in self.signatures:
             values = {n: tf.constant([profile.get(n, "")], tf.string) for n in F.PROFILE_FEATURES}
@@ -286,8 +217,6 @@ class SavedModelSource(_Exported):
         return list(zip(ids, out["scores"].numpy()[0].astype(float).tolist(), strict=True))
 
     def _score(self, history: list[str], candidates: list[str]) -> list[float]:
-        import tensorflow as tf
-
         out = self.signatures["score"](
             history=tf.constant([history], tf.string),
             candidates=tf.constant([candidates], tf.string),
@@ -299,8 +228,6 @@ class ServerSource(_Exported):
     """A TF Serving REST endpoint (``tensorflow/serving`` or ``python -m bst.serve``)."""
 
     def __init__(self, url: str) -> None:
-        from bst.client import BSTClient
-
         self.client = BSTClient(url, timeout=60.0)
         self.label = f"server {self.client.base_url}"
 
@@ -328,9 +255,7 @@ def popular(counts: np.ndarray, catalog: Catalog, seen: set[str], k: int) -> lis
     return out
 
 
-def _run_config(run_dir: Path):
-    from bst import config as config_lib
-
+def _run_config(run_dir: Path) -> Config:
     if not run_dir.is_dir():
         raise UsageError(f"run folder {run_dir} not found")
     path = run_dir / "config.json"
@@ -359,9 +284,6 @@ def recommend(
     Raises:
         UsageError: unknown user, no known movie, empty history, no SavedModel, ...
     """
-    from bst.baselines import Popularity
-    from bst.pipeline import Prepared
-
     if (user is None) == (movies is None):
         raise UsageError("give either a user id or a list of movie ids")
     if k < 1:
@@ -374,12 +296,12 @@ def recommend(
     profile = None
     if user is not None:
         user = str(user).strip()
-        events = read_user_events(prepared.folder, user)
+        events = prepared.user_events(user)
         if events is None:
             raise UsageError(f"user {user!r} is not in {prepared.folder / SEQUENCES_FILE}")
         if not events.movie_ids:
             raise UsageError(f"user {user!r} has no events in {prepared.folder / SEQUENCES_FILE}")
-        profile = read_profile(prepared.folder, user)
+        profile = prepared.user_profile(user)
     else:
         given = [str(m) for m in movies]
         if not given:
@@ -409,7 +331,7 @@ def recommend(
     else:
         source = InProcess(run_dir)
     picks = source.recommend(events, profile, seen, catalog, k)
-    counts = Popularity().fit(prepared.folder).popularity
+    counts = Popularity().fit(prepared).popularity
     shown = []
     start = max(len(events.movie_ids) - history, 0)
     for movie_id, ts, rating in zip(
@@ -548,8 +470,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.history < 0:
         parser.error(f"--history must be >= 0, got {args.history}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from bst.client import ServingError
-
     try:
         result = recommend(
             args.run_dir,
@@ -560,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             k=args.k,
             history=args.history,
         )
-    except (ValueError, FileNotFoundError, ServingError) as err:  # UsageError, DataError too
+    except (DataError, UsageError, ServingError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(format_result(result))

@@ -20,20 +20,14 @@ UTF-8) prints one line on stderr and exits with code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bst.data.errors import DataError
-from bst.data.movielens import read_movies
-from bst.metadata import MATCH_THRESHOLD, CatalogSpec, join_catalogs, load_catalogs
-
-log = logging.getLogger("pipelines.enrich")
-
-COLUMN_KEYS = ("id", "title", "original_title", "date", "overview")
+from bst.errors import DataError, UsageError
+from bst.metadata import MATCH_THRESHOLD
+from bst.metadata.report import COLUMN_KEYS, enrich, parse_columns, report_paths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,38 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_columns(items: Sequence[str]) -> dict[str, str]:
-    """``['title=name', 'date=year']`` → ``{'title': 'name', 'date': 'year'}``."""
-    columns: dict[str, str] = {}
-    for item in items:
-        key, sep, column = item.partition("=")
-        key = key.strip()
-        if not sep or key not in COLUMN_KEYS:
-            raise ValueError(
-                f"--columns expects KEY=COLUMN with KEY one of {', '.join(COLUMN_KEYS)}; "
-                f"got {item!r}"
-            )
-        columns[key] = column.strip()
-    return columns
-
-
-def catalog_specs(paths: Sequence[Path], columns: dict[str, str]) -> list[CatalogSpec]:
-    """One spec per path, named by file stem (``_2``, ``_3`` added when stems repeat)."""
-    specs: list[CatalogSpec] = []
-    seen: dict[str, int] = {}
-    for path in paths:
-        stem = path.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        name = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
-        specs.append(CatalogSpec(path, name=name).with_columns(**columns))
-    return specs
-
-
-def report_paths(out: Path) -> tuple[Path, Path]:
-    """``x/movies_enriched.csv`` → ``x/movies_enriched.report.json``, ``...report.md``."""
-    return out.with_name(f"{out.stem}.report.json"), out.with_name(f"{out.stem}.report.md")
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the join; returns the report as a dict (also written to ``<stem>.report.json``)."""
     parser = build_parser()
@@ -117,28 +79,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
     try:
-        specs = catalog_specs(args.catalog, parse_columns(args.columns))
-        start = time.perf_counter()
-        movies = read_movies(args.movies)
-        catalogs = load_catalogs(specs)
-        log.info("matching %d movies against %d catalog(s)", len(movies), len(catalogs))
-        enriched, report = join_catalogs(movies, catalogs, args.threshold, args.lowest)
-        seconds = time.perf_counter() - start
-        json_path, md_path = report_paths(args.out)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        enriched.to_csv(args.out, index=False, float_format="%.1f", lineterminator="\n")
-        result = report.to_dict()
-        result.update(
-            {"movies_path": str(args.movies), "out": str(args.out), "seconds": round(seconds, 3)}
+        result, report = enrich(
+            args.movies,
+            args.catalog,
+            args.out,
+            parse_columns(args.columns),
+            args.threshold,
+            args.lowest,
         )
-        json_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", "utf-8")
-        md_path.write_text(report.to_markdown(), "utf-8")
-    except (DataError, ValueError, OSError) as err:
+    except (DataError, UsageError) as err:
         # A user mistake: one line, no traceback.
         print(f"enrich: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    json_path, md_path = report_paths(args.out)
     print(report.summary())
-    print(f"wrote {args.out} and {json_path.name}, {md_path.name} ({seconds:.2f} s)")
+    print(f"wrote {args.out} and {json_path.name}, {md_path.name} ({result['seconds']:.2f} s)")
     return result
 
 

@@ -43,7 +43,7 @@ def synthetic_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory, synthetic_dir) -> Path:
-    from pipelines.prepare import prepare
+    from bst.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared") / "p"
     prepare(synthetic_dir, out, num_shards=2)

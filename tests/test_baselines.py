@@ -7,6 +7,7 @@ import pytest
 
 from bst import metrics as M
 from bst.baselines import BASELINES, ItemKNN, ItemTransition, Popularity
+from bst.data.prepared import Prepared
 
 
 def test_popularity_counts_training_events_and_skips_seen_items():
@@ -18,7 +19,7 @@ def test_popularity_counts_training_events_and_skips_seen_items():
 
 
 def test_popularity_from_a_prepared_folder_counts_only_training_events(prepared_dir):
-    seqs = M.read_sequences(prepared_dir)
+    seqs = Prepared.open(prepared_dir).sequences
     model = Popularity().fit(prepared_dir)
     assert model.num_items == seqs.num_items
     assert model.popularity.sum() == seqs.n_train.sum()  # validation/test events not counted

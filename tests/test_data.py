@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from bst.data import download as dl
-from bst.data.errors import DataError
 from bst.data.movielens import (
     load_movielens,
     parse_title,
@@ -19,6 +18,7 @@ from bst.data.movielens import (
     read_ratings,
     read_users,
 )
+from bst.errors import DataError
 from tests.conftest import write_dat
 
 MOVIES = ["1::Toy Story (1995)::Animation|Children's|Comedy", "2::Cité des enfants (1995)::Drama"]
@@ -126,7 +126,7 @@ def test_malformed_lines(tmp_path, name, lines, message):
 def test_undecodable_bytes(tmp_path):
     small_ml(tmp_path)
     (tmp_path / "users.dat").write_bytes(b"1::F::1::10::48067\n2::M::56::16::7\xff072\n")
-    with pytest.raises(DataError, match=r"users.dat line 2: byte 0xff cannot be decoded as ascii"):
+    with pytest.raises(DataError, match=r"users.dat line 2: byte 0xff is not valid ascii"):
         read_users(tmp_path / "users.dat")
     (tmp_path / "ratings.dat").write_bytes(b"1::1::5::978300760\n\x80::1::5::978300760\n")
     with pytest.raises(DataError, match=r"ratings.dat line 2: byte 0x80"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,18 @@ def exported(trained_run, tmp_path_factory):
     return base, first
 
 
+@pytest.fixture(scope="module")
+def run(trained_run):
+    """(config, model, prepared) of the trained run, loaded once for the module."""
+    return load_run(trained_run)
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    """The first exported version, loaded once for the module."""
+    return tf.saved_model.load(str(exported[1]))
+
+
 def test_versions_increase_and_nothing_half_written(exported, trained_run):
     base, first = exported
     assert first == base / "1"
@@ -34,10 +48,8 @@ def test_versions_increase_and_nothing_half_written(exported, trained_run):
     shutil.rmtree(second)
 
 
-def test_same_top_k_as_the_in_memory_model(exported, trained_run):
-    base, first = exported
-    cfg, model, prepared = load_run(trained_run)
-    loaded = tf.saved_model.load(str(first))
+def test_same_top_k_as_the_in_memory_model(run, loaded):
+    cfg, model, prepared = run
     vocab = np.array(["", "[UNK]", *prepared.vocabs[F.MOVIE_ID]])
     features, _ = next(iter(make_dataset(cfg, "test", batch_size=12, shuffle=False)))
     ids = features[F.MOVIE_ID].numpy()
@@ -60,9 +72,6 @@ def test_same_top_k_as_the_in_memory_model(exported, trained_run):
 
 def test_signature_contract_with_saved_model_cli(exported):
     _, first = exported
-    import sys
-    from pathlib import Path
-
     beside = Path(sys.executable).parent / "saved_model_cli"
     cli = str(beside) if beside.is_file() else shutil.which("saved_model_cli")
     if cli is None:
@@ -80,11 +89,9 @@ def test_signature_contract_with_saved_model_cli(exported):
     assert "inputs['candidates']" in score and "inputs['history']" in score
 
 
-def test_padding_unknown_ids_and_score(exported, trained_run):
-    _, first = exported
-    _, _, prepared = load_run(trained_run)
+def test_padding_unknown_ids_and_score(run, loaded):
+    _, _, prepared = run
     vocab = prepared.vocabs[F.MOVIE_ID]
-    loaded = tf.saved_model.load(str(first))
     serve = loaded.signatures["serving_default"]
     a = serve(history=tf.constant([[vocab[0], vocab[1]]]))["movie_ids"].numpy()
     b = serve(history=tf.constant([["", vocab[0], "nope", "", vocab[1], ""]]))["movie_ids"].numpy()
@@ -105,13 +112,12 @@ def test_padding_unknown_ids_and_score(exported, trained_run):
     assert profile["movie_ids"].shape == (1, 5)
 
 
-def test_padding_and_batch_company_do_not_change_scores(exported, trained_run):
+def test_padding_and_batch_company_do_not_change_scores(run, loaded):
     """The servable reads only the columns some row needs: a history padded far past
     max_len, or batched with shorter ones, scores as it does alone."""
-    _, first = exported
-    cfg, _, prepared = load_run(trained_run)
+    cfg, _, prepared = run
     vocab = prepared.vocabs[F.MOVIE_ID]
-    score = tf.saved_model.load(str(first)).signatures["score"]
+    score = loaded.signatures["score"]
     long = list(vocab[: cfg.model.max_len + 3])  # longer than max_len: the newest count
     short = [vocab[4], vocab[7]]
     candidates = tf.constant([vocab[:6]] * 2)
@@ -135,3 +141,51 @@ def test_missing_run_exits_2(tmp_path, capsys):
         export_cli.main(["--run-dir", str(tmp_path), "--out", str(tmp_path / "o")])
     assert exit_.value.code == 2
     assert "config.json not found" in capsys.readouterr().err
+
+
+def test_a_profile_is_tokenized_the_same_on_all_three_paths(run, trained_run, tmp_path):
+    """prepare (the TFRecords), bst.recommend (in process) and the servable map a person's
+    raw profile to the same indices, zip prefix and "no gender, no profile" included."""
+    from bst.data import records
+    from bst.recommend import InProcess
+
+    cfg, model, prepared = run
+    module = export_cli.ExportModule(model, prepared, cfg.model.max_len, k=3)
+    in_process = InProcess(trained_run)
+    users = prepared.users.head(6)
+    profiles = [{n: str(row[n]) for n in F.PROFILE_FEATURES} for _, row in users.iterrows()] + [
+        {"gender": "", "age": "25", "occupation": "4", "zip": "94110"},  # no gender
+        {"gender": "F", "age": "", "occupation": "4", "zip": ""},  # empty values
+        {"gender": "M", "age": "35", "occupation": "7", "zip": " 12345-6789 "},
+    ]
+    # 1. prepare: the profile fields of each user's training record
+    written = {}
+    for raw in tf.data.TFRecordDataset(prepared.shards("train")):
+        ex = records.parse(raw)
+        uid = ex[F.USER_ID].numpy().decode()
+        written[uid] = {n: ex[n].numpy().decode() for n in F.PROFILE_FEATURES}
+    lookups = {n: export_cli._lookup(prepared.vocabs[n], n) for n in F.PROFILE_FEATURES}
+    for uid, profile in zip(users["user_id"], profiles, strict=False):
+        tokens = {
+            n: v[0].numpy().decode()
+            for n, v in records.profile_tokens(
+                *[tf.constant([profile[n]]) for n in F.PROFILE_FEATURES]
+            ).items()
+        }
+        assert written[str(uid)] == tokens
+    for profile in profiles:
+        # 2. bst.recommend, in process
+        got = {n: int(v) for n, v in in_process.profile_features(profile).items()}
+        # 3. the servable's with_profile path
+        values = {n: tf.constant([profile[n]]) for n in F.PROFILE_FEATURES}
+        served = {n: int(v[0]) for n, v in module._profile(1, values).items()}
+        assert got == served, profile
+        tokens = records.profile_tokens(*values.values())
+        expected = {n: int(lookups[n](tokens[n])[0]) for n in F.PROFILE_FEATURES}
+        assert got == expected, profile
+    no_gender = records.profile_tokens(
+        *[tf.constant([profiles[-3][n]]) for n in F.PROFILE_FEATURES]
+    )
+    assert [no_gender[n][0].numpy().decode() for n in F.PROFILE_FEATURES] == ["?", "?", "?", "941"]
+    long_zip = records.profile_tokens(*[tf.constant([profiles[-1][n]]) for n in F.PROFILE_FEATURES])
+    assert long_zip[F.ZIP][0].numpy().decode() == "123"

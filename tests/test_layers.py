@@ -271,7 +271,7 @@ def test_no_nan_for_mostly_or_fully_padded_rows():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_call_last_is_the_last_position_of_call(causal):
+def test_last_only_is_the_last_position_of_call(causal):
     block = _block(causal=causal)
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(size=(3, SEQ_LEN, DIM)).astype("f"))
@@ -279,7 +279,7 @@ def test_call_last_is_the_last_position_of_call(causal):
     mask = tf.constant([[False, False, True, True], [True] * SEQ_LEN, [False] * SEQ_LEN])
     for padding_mask in (mask, None):
         full = block(x, padding_mask=padding_mask, training=False).numpy()
-        last = block.call_last(x, padding_mask=padding_mask).numpy()
+        last = block(x, padding_mask=padding_mask, last_only=True).numpy()
         assert last.shape == (3, 1, DIM)
         np.testing.assert_allclose(last[:, 0], full[:, -1], atol=1e-5)
     assert np.any(full[:, -1] != 0.0)

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from rapidfuzz import fuzz
 
-from bst.data.errors import DataError
 from bst.data.movielens import read_movies
+from bst.errors import DataError
 from bst.metadata import (
     MATCH_THRESHOLD,
     CatalogSpec,
@@ -22,10 +22,10 @@ from bst.metadata import (
     join_catalogs,
     load_catalog,
     normalize_title,
-    parse_years,
     partial_names,
     title_keys,
 )
+from bst.metadata.catalogs import parse_years
 from pipelines import enrich
 
 HEADER = ["id", "title", "original_title", "release_date", "overview", "vote_count"]
@@ -562,7 +562,7 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, capsys, problem):
 
 @pytest.mark.slow
 def test_build_overview_tokens_learns_from_training_movies_only():
-    from bst.metadata import build_overview_tokens
+    from bst.text import build_overview_tokens
 
     enriched = pd.DataFrame(
         {

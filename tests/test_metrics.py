@@ -177,6 +177,7 @@ def test_load_eval_data_agrees_with_sequences_tsv(prepared_dir):
 
 
 def test_train_only_users_are_not_evaluated(tmp_path):
+    (tmp_path / "manifest.json").write_text("{}")
     (tmp_path / "vocab").mkdir()
     (tmp_path / "vocab" / "movie_id.txt").write_text("10\n20\n30\n")
     (tmp_path / "sequences.tsv").write_text(

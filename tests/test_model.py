@@ -8,16 +8,9 @@ import tensorflow as tf
 
 from bst import config
 from bst import features as F
-from bst.model import (
-    MODEL_INPUTS,
-    BSTTrainer,
-    Tables,
-    build_model,
-    item_embedding_layer,
-    last_query,
-    model_inputs,
-)
-from bst.pipeline import Prepared, make_dataset
+from bst.data.prepared import Prepared
+from bst.model import MODEL_INPUTS, Tables, build_model, model_inputs
+from bst.pipeline import make_dataset
 
 
 @pytest.fixture()
@@ -41,14 +34,14 @@ def test_outputs_and_names(tiny_cfg, tables):
     names = [layer.name for layer in model.layers]
     assert "transformer_block_0" in names and "item_embedding" in names
     # scores are the last query's dot products with every item token
-    catalog = model.get_layer("item_embedding").all_items()
+    catalog = model.encoder.items.all_items()
     np.testing.assert_allclose(
         out["scores"].numpy(), out["query"][:, -1].numpy() @ catalog.numpy().T, rtol=1e-5, atol=1e-5
     )
 
 
 @pytest.mark.parametrize("blocks", [1, 2])
-def test_last_query_matches_the_full_model(tiny_cfg, tables, blocks):
+def test_last_only_matches_the_full_model(tiny_cfg, tables, blocks):
     """The serving path (top block, norm and head at the last position only, catalog
     precomputed) gives the full model's last query."""
     cfg = config.replace(tiny_cfg, {"model.num_blocks": blocks})
@@ -62,10 +55,11 @@ def test_last_query_matches_the_full_model(tiny_cfg, tables, blocks):
     for name in (F.TIME_GAP, F.RATING):  # real side features, not only UNKNOWN
         feats[name] = tf.constant(np.where(ids > 0, rng.integers(1, 5, ids.shape), 0), tf.int32)
     expected = model(feats, training=False)["query"][:, -1].numpy()
-    catalog = item_embedding_layer(model).all_items()
+    catalog = model.encoder.items.all_items()
     for table in (None, catalog):
-        got = last_query(model, feats, table).numpy()
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+        got = model.encoder(feats, training=False, last_only=True, catalog=table)
+        assert got.shape == (len(ids), 1, cfg.model.dim)
+        np.testing.assert_allclose(got[:, 0].numpy(), expected, rtol=1e-5, atol=1e-5)
     assert not np.allclose(expected[1], expected[2])
 
 
@@ -100,33 +94,3 @@ def test_serialization_round_trip(tiny_cfg, tables, tmp_path):
     got = loaded(feats, training=False)
     for key in ("query", "scores"):
         np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(), atol=1e-6)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("loss", ["softmax", "sampled"])
-def test_training_steps_lower_the_loss(tiny_cfg, tables, loss):
-    cfg = config.replace(tiny_cfg, {"model.loss": loss, "model.num_negatives": 64})
-    tf.keras.utils.set_random_seed(0)
-    trainer = BSTTrainer(build_model(cfg, tables), cfg, item_frequency=np.arange(tables.num_items))
-    trainer.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
-    data = make_dataset(cfg, "train", batch_size=16)
-    before = trainer.evaluate(make_dataset(cfg, "validation"), verbose=0)
-    history = trainer.fit(data, epochs=8, verbose=0)
-    after = trainer.evaluate(make_dataset(cfg, "validation"), verbose=0)
-    assert history.history["loss"][-1] < 0.8 * history.history["loss"][0]
-    assert after < before
-
-
-def test_rating_head(tiny_cfg, tables):
-    cfg = config.replace(tiny_cfg, {"model.rating_head": True})
-    trainer = BSTTrainer(build_model(cfg, tables), cfg)
-    trainer.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
-    history = trainer.fit(make_dataset(cfg, "train", batch_size=16), epochs=3, verbose=0)
-    mae = history.history["rating_mae"]
-    assert np.isfinite(mae).all() and mae[-1] < mae[0]
-
-
-def test_unknown_loss_is_rejected(tiny_cfg, tables):
-    cfg = config.replace(tiny_cfg, {"model.loss": "hinge"})
-    with pytest.raises(ValueError, match="model.loss must be 'softmax' or 'sampled'"):
-        BSTTrainer(build_model(cfg, tables), cfg)

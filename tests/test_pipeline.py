@@ -10,8 +10,10 @@ import tensorflow as tf
 
 from bst import config
 from bst import features as F
-from bst.pipeline import Prepared, make_dataset
-from pipelines import prepare as prep
+from bst.data import prepare as prep
+from bst.data.prepared import Prepared
+from bst.errors import DataError
+from bst.pipeline import make_dataset
 from tests.conftest import write_dat
 
 
@@ -51,6 +53,8 @@ def collect(ds, width=6):
 
 
 def test_train_shapes_and_dtypes(tiny_cfg):
+    # unbucketed: every batch is max_len wide (bucketed widths are tested below)
+    tiny_cfg = config.replace(tiny_cfg, {"data.bucket_by_length": False})
     f, lab = next(iter(make_dataset(tiny_cfg, "train", batch_size=4)))
     L = tiny_cfg.model.max_len
     expected = {
@@ -162,7 +166,7 @@ def test_workers_read_disjoint_data(tiny_cfg, workers):
 def test_bad_split_and_missing_folder(tiny_cfg, tmp_path):
     with pytest.raises(ValueError, match="unknown split 'dev'"):
         make_dataset(tiny_cfg, "dev")
-    with pytest.raises(FileNotFoundError, match="run python -m pipelines.prepare"):
+    with pytest.raises(DataError, match="run python -m pipelines.prepare"):
         make_dataset(config.replace(tiny_cfg, {"data.prepared_dir": str(tmp_path)}), "train")
 
 

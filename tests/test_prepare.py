@@ -6,10 +6,11 @@ import json
 
 import pytest
 
+from bst.data import prepare as prep
 from bst.data.movielens import load_movielens
 from bst.data.split import split_by_time
 from bst.vocab import load_vocabularies
-from pipelines import prepare as prep
+from pipelines import prepare as prepare_cli
 from tests.conftest import write_dat
 
 
@@ -96,13 +97,13 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path, synthetic_dir):
 
 
 def test_cli(tmp_path, synthetic_dir, capsys):
-    manifest = prep.main(
+    manifest = prepare_cli.main(
         ["--data-dir", str(synthetic_dir), "--out", str(tmp_path / "o"), "--num-shards", "1"]
     )
     assert manifest["counts"]["users"] == 30
     assert "30 users" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_:
-        prep.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
+        prepare_cli.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
@@ -126,7 +127,7 @@ def test_sasrec_format(tmp_path):
 def test_enriched_overviews_become_token_ids(tmp_path):
     import pandas as pd
 
-    from bst.pipeline import Prepared
+    from bst.data.prepared import Prepared
 
     folder = tmp_path / "raw"
     write_dat(folder, "movies.dat", [f"{m}::Movie {m} (1995)::Drama" for m in range(1, 5)])

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from bst.data import prepare as prep
 from bst.data.movielens import load_movielens
 from bst.data.sasrec import load_sasrec
 from bst.data.split import split_by_time
-from pipelines import prepare as prep
 from tests.conftest import real_ml1m, real_sasrec
 
 pytestmark = pytest.mark.realdata

@@ -19,7 +19,7 @@ def sequences(run_dir: Path) -> dict[str, list[str]]:
 
 
 def prepared_of(run_dir: Path):
-    from bst.pipeline import Prepared
+    from bst.data.prepared import Prepared
 
     return Prepared.open(json.loads((run_dir / "config.json").read_text())["data"]["prepared_dir"])
 
@@ -95,8 +95,8 @@ def test_model_list_is_the_models_best_unseen(trained_run, user):
     """The in-process top 10 are the 10 best-scored unseen movies of the same scores."""
     uid, history = user
     source = rec.InProcess(trained_run)
-    folder = prepared_of(trained_run).folder
-    scores = source.scores(rec.read_user_events(folder, uid), rec.read_profile(folder, uid))
+    prepared = prepared_of(trained_run)
+    scores = source.scores(prepared.user_events(uid), prepared.user_profile(uid))
     vocab = vocab_of(trained_run)
     unseen = [i for i in range(2, len(scores)) if vocab[i - 2] not in set(history)]
     best = sorted(unseen, key=lambda i: -scores[i])[:10]
@@ -152,13 +152,13 @@ def test_saved_model_known_user_excludes_their_whole_history(trained_run, export
 
 @pytest.mark.slow
 def test_server_matches_in_process_for_movie_list(trained_run, exported):
-    from bst import serve
+    from bst.serving import rest
 
     vocab = vocab_of(trained_run)
     movies = ",".join([vocab[4], vocab[9]])
     here = rec.main(["--run-dir", str(trained_run), "--movies", movies])
-    app = serve.create_app(exported, poll_seconds=0)
-    with serve.ServerThread(app) as server:
+    app = rest.create_app(exported, poll_seconds=0)
+    with rest.ServerThread(app) as server:
         remote = rec.main(
             ["--run-dir", str(trained_run), "--movies", movies, "--server", server.url]
         )

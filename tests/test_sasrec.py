@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bst.data.errors import DataError
 from bst.data.sasrec import load_sasrec
+from bst.errors import DataError
 from tests.conftest import write_dat
 
 

@@ -22,10 +22,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import tensorflow as tf  # noqa: E402
 from servable import MOVIE_IDS, expected_top, write_fake_model  # noqa: E402
 
 from bst import serve  # noqa: E402
 from bst.client import BSTClient, ServingError  # noqa: E402
+from bst.serving import batching, codec, rest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_BATCH = 8
@@ -58,8 +60,8 @@ def model_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(model_base):
-    app = serve.create_app(model_base, max_batch=MAX_BATCH, max_body_bytes=MAX_BODY, poll_seconds=0)
-    with serve.ServerThread(app) as running:
+    app = rest.create_app(model_base, max_batch=MAX_BATCH, max_body_bytes=MAX_BODY, poll_seconds=0)
+    with rest.ServerThread(app) as running:
         yield running
 
 
@@ -278,8 +280,8 @@ def test_client_reports_unreachable_server():
 def test_new_version_is_picked_up_without_restart(tmp_path):
     base = tmp_path / "bst"
     write_fake_model(base, 1, k=3)
-    app = serve.create_app(base, poll_seconds=0.1)
-    with serve.ServerThread(app) as running, BSTClient(running.url) as client:
+    app = rest.create_app(base, poll_seconds=0.1)
+    with rest.ServerThread(app) as running, BSTClient(running.url) as client:
         assert client.recommend([["10"]]) == [expected_top(["10"])]
         (base / "not-a-version").mkdir()  # ignored: not an integer
         (base / "7").mkdir()  # ignored: no saved_model.pb
@@ -332,7 +334,7 @@ def test_new_version_is_picked_up_without_restart(tmp_path):
 # ---------------------------------------------------------------- batching
 
 
-def _counting_batcher(gate: threading.Event, calls: list) -> serve.Batcher:
+def _counting_batcher(gate: threading.Event, calls: list) -> batching.Batcher:
     """A Batcher over a Python signature whose first call waits for ``gate``."""
     import tensorflow as tf
 
@@ -344,13 +346,13 @@ def _counting_batcher(gate: threading.Event, calls: list) -> serve.Batcher:
             raise ValueError("bad row")
         return {"real": tf.reduce_sum(tf.cast(history != "", tf.int32), axis=1, keepdims=True)}
 
-    signature = serve.Signature(
+    signature = codec.Signature(
         name="serving_default",
         function=function,
         inputs={"history": tf.TensorSpec([None, None], tf.string)},
         outputs={"real": tf.TensorSpec([None, 1], tf.int32)},
     )
-    return serve.Batcher(signature, max_batch=8)
+    return batching.Batcher(signature, max_batch=8)
 
 
 def _wait_for(condition, seconds: float = 10) -> None:
@@ -399,9 +401,9 @@ def test_batcher_merges_waiting_requests_left_padding_histories():
 
 @pytest.mark.parametrize("batching", [True, False], ids=["batching", "no-batching"])
 def test_concurrent_requests_of_different_lengths(model_base, batching):
-    app = serve.create_app(model_base, poll_seconds=0, batching=batching)
+    app = rest.create_app(model_base, poll_seconds=0, batching=batching)
     histories = [MOVIE_IDS[:n] for n in range(8)] * 3
-    with serve.ServerThread(app) as running, BSTClient(running.url) as client:
+    with rest.ServerThread(app) as running, BSTClient(running.url) as client:
         with ThreadPoolExecutor(8) as pool:
             got = list(pool.map(lambda h: client.recommend([h])[0], histories))
     assert got == [expected_top(h) for h in histories]
@@ -439,7 +441,7 @@ def test_cli_busy_port_exits_2(model_base, capsys):
 
 def test_thread_flags_size_tensorflows_pools_in_a_fresh_process():
     code = (
-        "from bst import serve; serve.set_tf_threads(1, 2); tf = serve.tf; "
+        "from bst import serve; serve.set_tf_threads(1, 2); import tensorflow as tf; "
         "print(tf.config.threading.get_intra_op_parallelism_threads(), "
         "tf.config.threading.get_inter_op_parallelism_threads())"
     )
@@ -456,7 +458,7 @@ def test_thread_flags_size_tensorflows_pools_in_a_fresh_process():
     ],
 )
 def test_cli_thread_flags_fail_with_one_line(model_base, capsys, flags, message):
-    serve.tf.constant(0)  # TensorFlow is running
+    tf.constant(0)  # TensorFlow is running
     with pytest.raises(SystemExit) as info:
         serve.main(["--model-dir", str(model_base), "--port", "0", *flags])
     assert info.value.code == 2

@@ -1,5 +1,6 @@
-"""Raw MovieLens files to validated DataFrames: acquisition, readers, split, synthetic data."""
+"""Raw files to the prepared folder: acquisition, readers, split, synthetic data, the TFRecord
+schema, the prepared folder's reader and the prepare step."""
 
-from bst.data.errors import DataError
+from bst.errors import DataError
 
 __all__ = ["DataError"]

@@ -22,8 +22,10 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from bst.data.errors import DataError
+from tqdm.auto import tqdm
+
 from bst.data.movielens import find_movielens_files
+from bst.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,6 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
 
 def download(url: str, dest: str | Path, expected_md5: str | None = None) -> Path:
     """Download ``url`` to ``dest`` (atomically, with a progress bar), verifying the md5."""
-    from tqdm.auto import tqdm
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name, suffix=".part", dir=dest.parent)

@@ -1,7 +1,7 @@
 """Validated readers for the MovieLens-1M ``::`` files.
 
 Each reader returns a DataFrame with stable row order (the file's) and raises
-:class:`~bst.data.errors.DataError` naming the file, the 1-based line number and
+:class:`~bst.errors.DataError` naming the file, the 1-based line number and
 what was expected for the first malformed line. Ratings of unknown users or
 movies and duplicate (user, movie) pairs are counted in a :class:`ReadReport`,
 never dropped silently.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bst.data.errors import DataError
+from bst.errors import DataError, decode_text
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +68,8 @@ def _decode(raw: bytes, path: Path, encoding: str) -> str:
         if any(ord(c) > 127 for c in text):
             log.info("%s is UTF-8, not ISO-8859-1; decoding it as UTF-8", path.name)
         return text
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            f"byte 0x{raw[err.start]:02x} cannot be decoded as {encoding}; expected "
-            f"plain {encoding} text like '{_EXAMPLES.get(path.name, '')}'",
-            path,
-            line,
-        ) from None
+    example = _EXAMPLES.get(path.name, "")
+    return decode_text(raw, path, encoding, f"plain {encoding} text like '{example}'")
 
 
 def read_fields(

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bst.data.errors import DataError
 from bst.data.movielens import MovieLens, ReadReport, read_movies, read_users, reconcile, to_int
+from bst.errors import DataError, decode_text
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,7 @@ def _read_pairs(path: Path, columns: tuple[str, str], example: str) -> pd.DataFr
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"file is empty; expected lines like '{example}'", path)
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            f"byte 0x{raw[err.start]:02x} is not ASCII; expected lines like '{example}'", path, line
-        ) from None
+    text = decode_text(raw, path, "ascii", f"lines like '{example}'")
     lines = pd.Series(text.replace("\r\n", "\n").rstrip("\n").split("\n"), dtype=object)
     parts = lines.str.split()
     counts = parts.str.len().to_numpy()

@@ -1,0 +1,148 @@
+"""Keras callbacks of a training run, and what it writes for TensorBoard.
+
+* :class:`RankingCallback`: validation metrics by full ranking after every epoch;
+* :class:`TimeBudget`: stop before the next epoch would overrun ``train.max_minutes``;
+* :class:`StepLogger`: per-step loss and learning rate;
+* :class:`BackupLogger`: a log line when the state has been backed up;
+* :func:`write_projector`, :func:`write_hparams`: the embedding projector and hparams.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
+from tensorboard.plugins import projector
+from tensorboard.plugins.hparams import api as hp
+
+from bst import features as F
+from bst.config import Config
+from bst.data.prepared import Prepared
+from bst.metrics import EPOCH_METRICS, KS, load_eval_data, metric_names
+from bst.scoring import rank_metrics
+
+log = logging.getLogger("bst.train")
+
+
+class RankingCallback(tf.keras.callbacks.Callback):
+    """After each epoch: validation metrics by full ranking, into ``logs`` (``val_<name>``),
+    the log and TensorBoard."""
+
+    def __init__(self, cfg: Config, writer: tf.summary.SummaryWriter | None):
+        super().__init__()
+        self.cfg = cfg
+        self.writer = writer
+        self.data = load_eval_data(cfg.data.prepared_dir, "validation")
+        self.started = time.perf_counter()
+        self.last_epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        self.last_epoch = epoch + 1
+        metrics = rank_metrics(self.model.model, self.cfg, "validation", self.data)
+        for key in EPOCH_METRICS:
+            logs[f"val_{key}"] = metrics[key]
+        if self.writer is not None:
+            with self.writer.as_default(step=epoch + 1):
+                for key in metric_names(KS):
+                    if key in metrics:
+                        tf.summary.scalar(f"validation/{key}", metrics[key])
+                tf.summary.scalar("train/epoch_loss", logs.get("loss", float("nan")))
+            self.writer.flush()
+        log.info(
+            "epoch %d: loss %.4f, val HR@10 %.4f, NDCG@10 %.4f, MRR %.4f (%.1f s)",
+            epoch + 1,
+            logs.get("loss", float("nan")),
+            metrics["hr@10"],
+            metrics["ndcg@10"],
+            metrics["mrr"],
+            time.perf_counter() - self.started,
+        )
+
+
+class TimeBudget(tf.keras.callbacks.Callback):
+    """Stop after the epoch that would make the next one overrun ``minutes`` (0 = no budget)."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = minutes * 60.0
+        self.started = time.perf_counter()
+        self.epoch_started = self.started
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        if self.seconds and (now - self.started) + (now - self.epoch_started) > self.seconds:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+            log.info("time budget of %.0f min reached after epoch %d", self.seconds / 60, epoch + 1)
+
+
+class StepLogger(tf.keras.callbacks.Callback):
+    """Per-step loss and learning rate to TensorBoard (every ``every`` steps)."""
+
+    def __init__(self, writer: tf.summary.SummaryWriter, every: int = 10):
+        super().__init__()
+        self.writer, self.every = writer, every
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every and step != 1:
+            return
+        lr = self.model.optimizer.learning_rate
+        lr = lr(step) if callable(lr) else lr
+        with self.writer.as_default(step=step):
+            tf.summary.scalar("train/loss", float((logs or {}).get("loss", float("nan"))))
+            tf.summary.scalar("train/learning_rate", float(tf.keras.backend.get_value(lr)))
+
+
+class BackupLogger(tf.keras.callbacks.Callback):
+    """One log line per epoch once ``BackupAndRestore`` (which runs before it) has saved."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        log.info("epoch %d: state backed up", epoch + 1)
+
+
+def write_projector(model: tf.keras.Model, prepared: Prepared, logdir: Path) -> None:
+    """Movie embeddings labelled with titles, for TensorBoard's projector."""
+    titles = dict(
+        zip(prepared.movies["movie_id"].astype(str), prepared.movies["title"], strict=True)
+    )
+    vocab = prepared.vocabs[F.MOVIE_ID]
+    embeddings = model.encoder.items.all_items().numpy()[F.NUM_RESERVED :]
+    folder = logdir / "projector"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "metadata.tsv", "w", encoding="utf-8") as out:
+        out.write("title\tmovie_id\n")
+        for token in vocab:
+            out.write(f"{titles.get(token, token).replace(chr(9), ' ')}\t{token}\n")
+    variable = tf.Variable(embeddings, name="movie_embeddings")
+    tf.train.Checkpoint(embedding=variable).save(str(folder / "embedding.ckpt"))
+    pconfig = projector.ProjectorConfig()
+    emb = pconfig.embeddings.add()
+    emb.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+    emb.metadata_path = "metadata.tsv"
+    projector.visualize_embeddings(str(folder), pconfig)
+
+
+def write_hparams(cfg: Config, writer: tf.summary.SummaryWriter, run_name: str) -> None:
+    flat = {
+        "model.dim": cfg.model.dim,
+        "model.num_blocks": cfg.model.num_blocks,
+        "model.num_heads": cfg.model.num_heads,
+        "model.max_len": cfg.model.max_len,
+        "model.dropout": cfg.model.dropout,
+        "model.loss": cfg.model.loss,
+        "train.learning_rate": cfg.train.learning_rate,
+        "train.batch_size": cfg.train.batch_size,
+    }
+    with writer.as_default():
+        hp.hparams(flat, trial_id=run_name)

@@ -1,0 +1,316 @@
+"""The prepare step: raw MovieLens files → the prepared folder (:mod:`bst.data.prepared`).
+
+    python -m pipelines.prepare --data-dir ../shared/data/ml-1m --out data/prepared/ml1m
+
+Writes (built in a temporary folder beside ``out`` and moved into place, so a
+failed run leaves the previous outputs untouched): the vocabularies from the
+training split only, ``movies.tsv``, ``users.tsv``, ``sequences.tsv``, the TFRecord
+shards (schema: :mod:`bst.data.records`) and ``manifest.json`` with counts, split
+sizes, config and every input's and output's sha256. The same inputs give
+byte-identical outputs. :func:`ensure_prepared` is what ``bst.train`` calls: it
+prepares (or generates synthetic data) only when the folder is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bst import config as config_lib
+from bst import features as F
+from bst.config import Config
+from bst.data import records
+from bst.data.download import ensure_movielens
+from bst.data.movielens import MovieLens, load_movielens
+from bst.data.prepared import (
+    MANIFEST,
+    MANIFEST_VERSION,
+    OVERVIEW_FILE,
+    SEQUENCES_FILE,
+    TEXT_VOCAB_FILE,
+    TFRECORDS_DIR,
+    USERS_FILE,
+    VOCAB_DIR,
+    is_prepared,
+    sequence_header,
+    sequence_row,
+)
+from bst.data.sasrec import ITEM_MAP, SASREC_FILE, USER_MAP, load_sasrec
+from bst.data.split import SPLITS, TEST, TRAIN, VALIDATION, split_by_time
+from bst.data.synthetic import generate
+from bst.errors import DataError, UsageError
+from bst.text import build_overview_tokens
+from bst.vocab import build_vocabularies, write_vocabularies
+
+log = logging.getLogger("bst.prepare")
+
+FORMATS = ("ml1m", "sasrec")
+
+__all__ = ["FORMATS", "ensure_prepared", "is_prepared", "prepare", "sha256"]
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_source(
+    fmt: str, data_dir: str | Path, side_data_dir: str | Path | None = None
+) -> tuple[MovieLens, dict[str, Path]]:
+    """Read the raw files; returns the tables and the input files (for checksums)."""
+    if fmt == "ml1m":
+        folder = ensure_movielens(data_dir)
+        return load_movielens(folder), {
+            n: folder / n for n in ("ratings.dat", "users.dat", "movies.dat")
+        }
+    if fmt == "sasrec":
+        folder = Path(data_dir)
+        inputs = {
+            n: folder / n for n in (SASREC_FILE, ITEM_MAP, USER_MAP) if (folder / n).is_file()
+        }
+        if side_data_dir:
+            inputs.update({n: Path(side_data_dir) / n for n in ("users.dat", "movies.dat")})
+        return load_sasrec(folder, side_data_dir or None), inputs
+    raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _profiles(users: pd.DataFrame) -> dict[int, tuple[str, str, str, str]]:
+    """user_id → (gender, age, occupation, zip prefix) tokens (:func:`records.profile_tokens`)."""
+    rows = records.profile_token_rows({c: users[c].tolist() for c in records.PROFILE_INPUT_COLUMNS})
+    return dict(zip(users["user_id"].astype(int).tolist(), rows, strict=True))
+
+
+def write_outputs(
+    ml: MovieLens, out: Path, num_shards: int, enriched: str | Path | None = None
+) -> dict:
+    """Split, build vocabularies and write every output file into ``out``; returns stats."""
+    events, split_report = split_by_time(ml.ratings)
+    train = events[events["split"] == TRAIN]
+    vocabs = build_vocabularies(train, ml.movies, ml.users)
+    write_vocabularies(out / VOCAB_DIR, vocabs)
+
+    movies = ml.movies.sort_values("movie_id", kind="mergesort")
+    pd.DataFrame(
+        {
+            "movie_id": movies["movie_id"],
+            "title": movies["title"],
+            "year": movies["year"].astype("Int64"),
+            "genres": ["|".join(g) for g in movies["genres"]],
+        }
+    ).to_csv(out / "movies.tsv", sep="\t", index=False, lineterminator="\n")
+    ml.users.sort_values("user_id", kind="mergesort").to_csv(
+        out / USERS_FILE, sep="\t", index=False, lineterminator="\n"
+    )
+
+    text_info = None
+    if enriched:
+        text_info = _write_text_features(Path(enriched), train, out)
+
+    profiles = _profiles(ml.users)
+    users = events["user_id"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    movie_ids = events["movie_id"].astype(str).to_numpy()
+    times = events["timestamp"].to_numpy()
+    ratings = events["rating"].to_numpy()
+    split = events["split"].to_numpy()
+
+    folder = out / TFRECORDS_DIR
+    folder.mkdir()
+    examples = {s: 0 for s in SPLITS}
+    seq_rows = []
+    with records.ShardWriters(folder, SPLITS, num_shards) as writers:
+        for n, (a, z) in enumerate(zip(starts, ends, strict=True)):
+            uid = int(users[a])
+            profile = profiles[uid]
+            ids, ts, rs = movie_ids[a:z].tolist(), times[a:z].tolist(), ratings[a:z].tolist()
+            n_train = int((split[a:z] == TRAIN).sum())
+            n_eval = z - a - n_train
+            shard = n % num_shards
+            seq_rows.append(
+                sequence_row(uid, (n_train, min(n_eval, 1), min(n_eval, 1)), ids, ts, rs)
+            )
+            writers.write(
+                TRAIN,
+                shard,
+                records.serialize(uid, profile, ids[:n_train], ts[:n_train], rs[:n_train]),
+            )
+            examples[TRAIN] += 1
+            if n_eval:
+                v, t = n_train, n_train + 1
+                writers.write(
+                    VALIDATION,
+                    shard,
+                    records.serialize(
+                        uid, profile, ids[:v], ts[:v], rs[:v], (ids[v], ts[v], rs[v])
+                    ),
+                )
+                writers.write(
+                    TEST,
+                    shard,
+                    records.serialize(
+                        uid, profile, ids[:t], ts[:t], rs[:t], (ids[t], ts[t], rs[t])
+                    ),
+                )
+                examples[VALIDATION] += 1
+                examples[TEST] += 1
+    (out / SEQUENCES_FILE).write_text(sequence_header() + "".join(seq_rows), encoding="utf-8")
+    eval_movies = set(events.loc[events["split"] != TRAIN, "movie_id"].astype(str))
+    oov = len(eval_movies - set(vocabs[F.MOVIE_ID]))
+    stats = {
+        "splits": {
+            TRAIN: {"events": split_report.train, "examples": examples[TRAIN]},
+            VALIDATION: {"events": split_report.validation, "examples": examples[VALIDATION]},
+            TEST: {"events": split_report.test, "examples": examples[TEST]},
+            "users": split_report.users,
+            "users_train_only": split_report.users_train_only,
+            "eval_movies_not_in_train_vocab": oov,
+        },
+        "vocab_sizes": {name: len(tokens) for name, tokens in vocabs.items()},
+        "max_sequence_length": int((ends - starts).max()) if len(starts) else 0,
+    }
+    if text_info:
+        stats["text"] = text_info
+    return stats
+
+
+def _write_text_features(enriched: Path, train: pd.DataFrame, out: Path) -> dict:
+    """Tokenize catalog overviews with a vocabulary from training movies only."""
+    if not enriched.is_file():
+        raise DataError(f"enriched table not found: {enriched}", enriched)
+    table = pd.read_csv(enriched, dtype={"overview": str}, keep_default_na=False)
+    for column in ("movie_id", "overview"):
+        if column not in table.columns:
+            raise DataError(f"expected a {column!r} column (from pipelines.enrich)", enriched)
+    vocab, tokens = build_overview_tokens(table, train["movie_id"].unique())
+    (out / VOCAB_DIR / TEXT_VOCAB_FILE).write_text(
+        "".join(f"{t}\n" for t in vocab), encoding="utf-8"
+    )
+    rows = [f"{mid}\t{' '.join(map(str, ids))}\n" for mid, ids in sorted(tokens.items())]
+    (out / OVERVIEW_FILE).write_text("movie_id\ttoken_ids\n" + "".join(rows), encoding="utf-8")
+    with_text = sum(1 for ids in tokens.values() if ids)
+    return {"vocab_size": len(vocab), "movies_with_text": with_text, "source": enriched.name}
+
+
+def prepare(
+    data_dir: str | Path,
+    out: str | Path,
+    fmt: str = "ml1m",
+    side_data_dir: str | Path | None = None,
+    num_shards: int = 4,
+    enriched: str | Path | None = None,
+) -> dict:
+    """Run the whole offline preparation; returns the manifest."""
+    if num_shards < 1:
+        raise UsageError(f"num_shards must be >= 1, got {num_shards}")
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    out = Path(out)
+    started = time.perf_counter()
+    ml, inputs = load_source(fmt, data_dir, side_data_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        stats = write_outputs(ml, tmp, num_shards, enriched)
+        ratings = ml.ratings
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "counts": {
+                "ratings": int(len(ratings)),
+                "users": int(ratings["user_id"].nunique()),
+                "movies": int(ratings["movie_id"].nunique()),
+                "movies_in_table": int(len(ml.movies)),
+                "users_in_table": int(len(ml.users)),
+            },
+            "read_report": ml.report.to_dict(),
+            **stats,
+            "config": {"format": fmt, "num_shards": num_shards, "enriched": bool(enriched)},
+            "inputs": {name: sha256(path) for name, path in sorted(inputs.items())},
+        }
+        if enriched:
+            manifest["inputs"]["enriched"] = sha256(Path(enriched))
+        manifest["outputs"] = {
+            p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info(
+        "prepared %d ratings of %d users into %s in %.1f s",
+        manifest["counts"]["ratings"],
+        manifest["counts"]["users"],
+        out,
+        time.perf_counter() - started,
+    )
+    return manifest
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an existing ``target`` is kept until the move succeeded."""
+    if not target.exists():
+        new.replace(target)
+        return
+    if not (target / MANIFEST).is_file() and any(target.iterdir()):
+        raise DataError(
+            f"{target} exists and is not a prepared folder (no {MANIFEST}); refusing to replace it",
+            target,
+        )
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    target.replace(old)
+    new.replace(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def ensure_prepared(cfg: Config, run_dir: Path, chief: bool = True) -> Config:
+    """``cfg`` with ``data.prepared_dir`` filled in, preparing the folder when it is missing.
+
+    The folder is ``data.prepared_dir`` or ``<run_dir>/prepared``. With ``data.synthetic``
+    the raw files are generated into ``<run_dir>/synthetic`` first. A worker that is not
+    the chief waits (up to 10 minutes) for the chief to prepare it.
+    """
+    prepared = Path(cfg.data.prepared_dir or run_dir / "prepared").resolve()
+    cfg = config_lib.replace(cfg, {"data.prepared_dir": str(prepared)})
+    if is_prepared(prepared):
+        log.info("using prepared data in %s", prepared)
+        return cfg
+    if not chief:
+        log.info("waiting for the chief to prepare %s", prepared)
+        for _ in range(600):
+            if is_prepared(prepared):
+                return cfg
+            time.sleep(1)
+        raise DataError(f"the chief did not prepare {prepared} within 10 minutes", prepared)
+    data_dir = cfg.data.data_dir
+    if cfg.data.synthetic:
+        data_dir = str(run_dir / "synthetic")
+        generate(
+            data_dir,
+            users=cfg.data.synthetic_users,
+            movies=cfg.data.synthetic_movies,
+            seed=cfg.train.seed,
+        )
+    elif not data_dir:
+        data_dir = str(config_lib.default_data_dir())
+    log.info("preparing %s data from %s into %s", cfg.data.format, data_dir, prepared)
+    prepare(
+        data_dir,
+        prepared,
+        cfg.data.format,
+        cfg.data.side_data_dir or None,
+        cfg.data.num_shards,
+        cfg.data.enriched or None,
+    )
+    return cfg

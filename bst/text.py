@@ -1,0 +1,80 @@
+"""Overview text as a model feature: a vocabulary learnt from training movies only, and
+per-movie token ids (the text counterpart of :mod:`bst.vocab`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
+
+
+def build_overview_tokens(
+    enriched: pd.DataFrame,
+    train_movie_ids: Iterable[int],
+    vocab_size: int = 20000,
+    max_tokens: int = 64,
+) -> tuple[list[str], dict[int, list[int]]]:
+    """Token ids of every movie's overview, with a vocabulary learnt from training movies only.
+
+    A ``tf.keras.layers.TextVectorization`` (lower-case, punctuation stripped, split on
+    whitespace) is adapted on the overviews of ``train_movie_ids``, so no word seen only
+    in validation or test movies enters the vocabulary; every movie is then tokenized
+    with it, so a movie with few ratings can still be embedded from its text.
+
+    Args:
+        enriched: the output of :func:`join_catalogs` (``movie_id``, ``overview``).
+        train_movie_ids: movies whose overviews build the vocabulary.
+        vocab_size: int. Vocabulary size including index 0 (``''``, padding) and 1
+            (``'[UNK]'``, out of vocabulary). Defaults to 20000.
+        max_tokens: int. Longest token list kept per movie; longer ones are truncated.
+            Defaults to 64.
+
+    Returns:
+        ``(vocabulary, tokens)``: the vocabulary in index order and, for every movie in
+        ``enriched``, its token ids (no padding; 1 for unknown words; an empty list when
+        the movie has no overview). Deterministic: ties in word counts break by the word.
+    """
+    if vocab_size < 3:
+        raise ValueError(f"`vocab_size` must be at least 3. Received: vocab_size={vocab_size}")
+    if max_tokens < 1:
+        raise ValueError(f"`max_tokens` must be positive. Received: max_tokens={max_tokens}")
+    missing = [c for c in ("movie_id", "overview") if c not in enriched.columns]
+    if missing:
+        raise ValueError(
+            f"`enriched` needs columns movie_id and overview; missing {', '.join(missing)}. "
+            f"Received columns: {list(enriched.columns)}"
+        )
+
+    frame = enriched[["movie_id", "overview"]].copy()
+    frame["movie_id"] = frame["movie_id"].astype(np.int64)
+    frame["overview"] = frame["overview"].fillna("").astype(str).str.strip()
+    if frame["movie_id"].duplicated().any():
+        dup = int(frame["movie_id"][frame["movie_id"].duplicated()].iloc[0])
+        raise ValueError(f"`enriched` must have one row per movie; movie_id {dup} repeats")
+    frame = frame.sort_values("movie_id", kind="stable")
+    train = set(int(i) for i in train_movie_ids)
+    train_texts = frame["overview"][frame["movie_id"].isin(train) & frame["overview"].ne("")]
+
+    vectorizer = tf.keras.layers.TextVectorization(
+        max_tokens=vocab_size,
+        standardize="lower_and_strip_punctuation",
+        split="whitespace",
+        output_mode="int",
+        output_sequence_length=max_tokens,
+        name="overview_vectorizer",
+    )
+    if len(train_texts):
+        vectorizer.adapt(tf.constant(train_texts.tolist()), batch_size=256)
+    vocabulary = [
+        t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in vectorizer.get_vocabulary()
+    ]
+
+    tokens: dict[int, list[int]] = {int(i): [] for i in frame["movie_id"]}
+    has_text = frame[frame["overview"].ne("")]
+    if len(has_text):
+        ids = vectorizer(tf.constant(has_text["overview"].tolist())).numpy()  # (movies, max_tokens)
+        for movie_id, row in zip(has_text["movie_id"].tolist(), ids, strict=True):
+            tokens[int(movie_id)] = np.trim_zeros(row, "b").astype(int).tolist()
+    return vocabulary, tokens
