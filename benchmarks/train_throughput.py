@@ -29,13 +29,15 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
 
-    import tensorflow as tf
-
-    import bst  # noqa: F401
+    import bst  # noqa: F401  (Keras 2 before TensorFlow)
     from bst import config
     from bst.data.prepare import is_prepared, prepare
-    from bst.model import BSTTrainer, Tables, build_model
-    from bst.pipeline import Prepared, make_dataset
+    from bst.data.prepared import Prepared
+    from bst.model import Tables, build_model
+    from bst.pipeline import make_dataset
+    from bst.task import BSTTrainer
+
+    import tensorflow as tf  # isort: skip
 
     prepared_dir = Path(args.prepared or Path(tempfile.gettempdir()) / "bst-bench-prepared")
     if not is_prepared(prepared_dir):

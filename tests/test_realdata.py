@@ -29,6 +29,7 @@ def test_ml1m_counts_and_split():
     assert title == ["Associate, The (L'Associe)", 1982]
 
 
+@pytest.mark.slow
 def test_sasrec_counts():
     ml = load_sasrec(real_sasrec(), side_data_dir=real_ml1m())
     assert len(ml.ratings) == 999_611

@@ -439,6 +439,7 @@ def test_cli_busy_port_exits_2(model_base, capsys):
     assert capsys.readouterr().err.startswith(f"error: cannot listen on 127.0.0.1:{port}")
 
 
+@pytest.mark.slow
 def test_thread_flags_size_tensorflows_pools_in_a_fresh_process():
     code = (
         "from bst import serve; serve.set_tf_threads(1, 2); import tensorflow as tf; "

@@ -33,6 +33,7 @@ def test_training_steps_lower_the_loss(tiny_cfg, tables, loss):
     assert after < before
 
 
+@pytest.mark.slow
 def test_rating_head(tiny_cfg, tables):
     cfg = config.replace(tiny_cfg, {"model.rating_head": True})
     trainer = BSTTrainer(build_model(cfg, tables), cfg)
