@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -16,12 +17,13 @@ from pathlib import Path
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
 from tensorboard.plugins import projector
 from tensorboard.plugins.hparams import api as hp
+from tqdm.auto import tqdm
 
 from bst import features as F
 from bst.config import Config
 from bst.data.prepared import Prepared
 from bst.metrics import EPOCH_METRICS, KS, load_eval_data, metric_names
-from bst.scoring import rank_metrics
+from bst.scoring import Scorer, SplitInputs, rank_metrics
 
 log = logging.getLogger("bst.train")
 
@@ -30,11 +32,22 @@ class RankingCallback(tf.keras.callbacks.Callback):
     """After each epoch: validation metrics by full ranking, into ``logs`` (``val_<name>``),
     the log and TensorBoard."""
 
-    def __init__(self, cfg: Config, writer: tf.summary.SummaryWriter | None):
+    def __init__(
+        self,
+        cfg: Config,
+        writer: tf.summary.SummaryWriter | None,
+        history: Path | None = None,
+        budget_minutes: float = 0.0,
+    ):
         super().__init__()
         self.cfg = cfg
         self.writer = writer
+        self.history = history  # one JSON line per epoch, appended (survives resumes)
+        self.budget = budget_minutes * 60.0
+        self.run_started = time.perf_counter()
         self.data = load_eval_data(cfg.data.prepared_dir, "validation")
+        self.inputs = SplitInputs.read(cfg, "validation")  # featurized once for every epoch
+        self.scorer: Scorer | None = None
         self.started = time.perf_counter()
         self.last_epoch = 0
 
@@ -44,7 +57,11 @@ class RankingCallback(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         self.last_epoch = epoch + 1
-        metrics = rank_metrics(self.model.model, self.cfg, "validation", self.data)
+        if self.scorer is None:
+            self.scorer = Scorer(self.model.model)
+        metrics = rank_metrics(
+            self.model.model, self.cfg, "validation", self.data, self.inputs, self.scorer
+        )
         for key in EPOCH_METRICS:
             logs[f"val_{key}"] = metrics[key]
         if self.writer is not None:
@@ -54,15 +71,78 @@ class RankingCallback(tf.keras.callbacks.Callback):
                         tf.summary.scalar(f"validation/{key}", metrics[key])
                 tf.summary.scalar("train/epoch_loss", logs.get("loss", float("nan")))
             self.writer.flush()
+        seconds = time.perf_counter() - self.started
+        elapsed = time.perf_counter() - self.run_started
+        left = (
+            f", about {max(self.budget - elapsed, 0) / 60:.0f} min of budget left"
+            if self.budget
+            else ""
+        )
         log.info(
-            "epoch %d: loss %.4f, val HR@10 %.4f, NDCG@10 %.4f, MRR %.4f (%.1f s)",
+            "epoch %d: loss %.4f, val HR@10 %.4f, NDCG@10 %.4f, MRR %.4f (%.1f s; %.1f min in%s)",
             epoch + 1,
             logs.get("loss", float("nan")),
             metrics["hr@10"],
             metrics["ndcg@10"],
             metrics["mrr"],
-            time.perf_counter() - self.started,
+            seconds,
+            elapsed / 60,
+            left,
         )
+        if self.history is not None:
+            optimizer = self.model.optimizer
+            lr = optimizer.learning_rate
+            step = int(optimizer.iterations.numpy())
+            row = {
+                "epoch": epoch + 1,
+                "loss": float(logs.get("loss", float("nan"))),
+                "seconds": round(seconds, 2),
+                "elapsed_seconds": round(elapsed, 1),
+                "unix_time": round(time.time(), 2),
+                "step": step,
+                "learning_rate": float(lr(step - 1) if callable(lr) else lr),
+                **{f"val_{k}": float(metrics[k]) for k in metric_names(KS) if k in metrics},
+            }
+            with open(self.history, "a", encoding="utf-8") as out:
+                out.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def read_history(path: Path) -> list[dict]:
+    """The per-epoch rows :class:`RankingCallback` appended (the last row per epoch wins)."""
+    if not path.is_file():
+        return []
+    rows: dict[int, dict] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[int(row["epoch"])] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+class Progress(tf.keras.callbacks.Callback):
+    """A progress bar per epoch (step/steps, loss, steps/s, ETA) on a terminal; nothing
+    when the output is not one (logs and CI keep one line per epoch)."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.bar = tqdm(
+            total=self.steps, desc=f"epoch {epoch + 1}", unit="step", leave=False, disable=None
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is not None:
+            self.bar.update(1)
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class TimeBudget(tf.keras.callbacks.Callback):

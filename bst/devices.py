@@ -13,7 +13,9 @@ import os
 
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
 
+from bst import config as config_lib
 from bst.config import Config
+from bst.errors import UsageError
 
 
 def task_info() -> tuple[str, int, int]:
@@ -62,10 +64,54 @@ def strategy_name(strategy: tf.distribute.Strategy) -> str:
 
 
 def set_precision(cfg: Config, strategy: tf.distribute.Strategy) -> str:
+    """mixed_float16 on a GPU, mixed_bfloat16 on a TPU or a CPU, when asked for."""
     policy = "float32"
     if cfg.train.mixed_precision:
-        policy = (
-            "mixed_bfloat16" if isinstance(strategy, tf.distribute.TPUStrategy) else "mixed_float16"
-        )
+        policy = "mixed_float16" if accelerator(strategy) == "gpu" else "mixed_bfloat16"
     tf.keras.mixed_precision.set_global_policy(policy)
     return policy
+
+
+DEFAULT_CPU_MINUTES = 30.0  # train.max_minutes=-1 on a CPU: fits the README's targets
+
+
+def accelerator(strategy: tf.distribute.Strategy) -> str:
+    """``tpu``, ``gpu`` or ``cpu``: what the training step runs on."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "tpu"
+    return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 matmuls natively (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve(cfg: Config, strategy: tf.distribute.Strategy) -> tuple[Config, list[str]]:
+    """``cfg`` with every ``auto`` setting made concrete for this machine, and a line per
+    decision (so the saved config says what ran)."""
+    kind = accelerator(strategy)
+    updates, notes = {}, []
+    t = cfg.train
+    if t.max_minutes < 0:
+        minutes = DEFAULT_CPU_MINUTES if kind == "cpu" else 0.0
+        updates["train.max_minutes"] = minutes
+        notes.append(
+            f"time budget: {minutes:.0f} minutes on this CPU (change it with --set "
+            "train.max_minutes=N, 0 = none)"
+            if minutes
+            else f"no time budget on the {kind.upper()}: early stopping decides"
+        )
+    if t.jit_compile not in ("auto", "true", "false"):
+        raise UsageError(f"train.jit_compile must be auto, true or false, got {t.jit_compile!r}")
+    if t.jit_compile == "auto":
+        updates["train.jit_compile"] = "false" if kind == "cpu" else "true"
+    if t.bf16_logits and kind == "cpu" and not cpu_has_fast_bf16():
+        updates["train.bf16_logits"] = False
+        notes.append("bf16_logits off: this CPU has no AVX512-BF16/AMX")
+    return config_lib.replace(cfg, updates), notes

@@ -166,7 +166,12 @@ class Encoder:
         self.not_padding = NotPadding(name="padding_mask")
         self.blocks = [
             TransformerBlock(
-                dim, m.num_heads, dim * m.ff_mult, dropout=m.dropout, name=f"transformer_block_{i}"
+                dim,
+                m.num_heads,
+                dim * m.ff_mult,
+                dropout=m.dropout,
+                attention_dropout=m.attention_dropout,
+                name=f"transformer_block_{i}",
             )
             for i in range(m.num_blocks)
         ]

@@ -1,30 +1,168 @@
-"""The optimizer and its learning-rate schedule."""
+"""The optimizer and its learning-rate schedule, planned in steps derived from the data.
+
+The schedule warms up linearly over ``train.warmup_fraction`` of the planned steps
+(at most ``train.warmup_steps``), then decays (cosine by default) to
+``train.final_lr_fraction`` of the peak at the end of the planned run. The planned
+run is ``epochs x steps per epoch``, or, under a time budget, the epochs that fit in
+it: :class:`SchedulePlanner` measures the first steps and every epoch and updates
+the plan. The plan is a variable of the trainer, saved in its backups, so a resumed
+run continues on the same curve.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import time
+
+import numpy as np
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
 
 from bst.config import Config
+from bst.errors import UsageError
+
+log = logging.getLogger("bst.train")
+
+SCHEDULES = ("cosine", "linear", "constant")
 
 
 @tf.keras.utils.register_keras_serializable(package="bst")
-class WarmupSchedule(tf.keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then constant."""
+class WarmupDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to ``peak``, then cosine/linear decay (or constant) over ``total``.
 
-    def __init__(self, peak: float, warmup: int):
-        self.peak, self.warmup = float(peak), int(warmup)
+    ``total`` (planned steps) may be a ``tf.Variable`` updated while training.
+    """
+
+    def __init__(
+        self,
+        peak: float,
+        total: tf.Variable | int,
+        warmup_fraction: float = 0.05,
+        max_warmup: int = 500,
+        kind: str = "cosine",
+        final_fraction: float = 0.02,
+    ):
+        if kind not in SCHEDULES:
+            raise UsageError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
+        self.peak, self.total = float(peak), total
+        self.warmup_fraction, self.max_warmup = float(warmup_fraction), int(max_warmup)
+        self.kind, self.final_fraction = kind, float(final_fraction)
+
+    def warmup_steps(self, total: tf.Tensor) -> tf.Tensor:
+        return tf.clip_by_value(
+            tf.round(self.warmup_fraction * total), 1.0, float(max(self.max_warmup, 1))
+        )
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32) + 1.0
-        return self.peak * tf.minimum(1.0, step / max(self.warmup, 1))
+        step = tf.cast(step, tf.float32) + 1.0  # step 0 is the first step
+        total = tf.maximum(tf.cast(tf.convert_to_tensor(self.total), tf.float32), 1.0)
+        warmup = self.warmup_steps(total)
+        rise = self.peak * tf.minimum(1.0, step / warmup)
+        if self.kind == "constant":
+            return rise
+        progress = tf.clip_by_value((step - warmup) / tf.maximum(total - warmup, 1.0), 0.0, 1.0)
+        if self.kind == "cosine":
+            shape = 0.5 * (1.0 + tf.cos(math.pi * progress))
+        else:
+            shape = 1.0 - progress
+        low = self.final_fraction
+        decayed = self.peak * (low + (1.0 - low) * shape)
+        return tf.where(step <= warmup, rise, decayed)
 
     def get_config(self):
-        return {"peak": self.peak, "warmup": self.warmup}
+        total = self.total
+        total = int(total.numpy()) if isinstance(total, tf.Variable) else int(total)
+        return {
+            "peak": self.peak,
+            "total": total,
+            "warmup_fraction": self.warmup_fraction,
+            "max_warmup": self.max_warmup,
+            "kind": self.kind,
+            "final_fraction": self.final_fraction,
+        }
 
 
-def make_optimizer(cfg: Config) -> tf.keras.optimizers.Optimizer:
-    """Adam with warm-up (AdamW when ``train.weight_decay`` > 0)."""
-    schedule = WarmupSchedule(cfg.train.learning_rate, cfg.train.warmup_steps)
+def make_schedule(cfg: Config, total: tf.Variable | int) -> WarmupDecay:
+    t = cfg.train
+    return WarmupDecay(
+        t.learning_rate, total, t.warmup_fraction, t.warmup_steps, t.schedule, t.final_lr_fraction
+    )
+
+
+def make_optimizer(
+    cfg: Config, total: tf.Variable | int | None = None
+) -> tf.keras.optimizers.Optimizer:
+    """Adam with the schedule (AdamW when ``train.weight_decay`` > 0). ``total`` is the
+    planned number of steps (default: ``epochs x steps_per_epoch`` or 1000)."""
+    if total is None:
+        total = cfg.train.epochs * (cfg.train.steps_per_epoch or 1000)
+    schedule = make_schedule(cfg, total)
     if cfg.train.weight_decay > 0:
         return tf.keras.optimizers.AdamW(schedule, weight_decay=cfg.train.weight_decay, beta_2=0.98)
     return tf.keras.optimizers.Adam(schedule, beta_2=0.98)
+
+
+class SchedulePlanner(tf.keras.callbacks.Callback):
+    """Keeps ``planned`` (the schedule's total steps) equal to the steps the run will take.
+
+    Without a budget that is ``epochs x steps``. With one, it is the steps done plus the
+    whole epochs that still fit in the budget, estimated from the first timed steps of
+    the first epoch (plus the validation time of ``eval_seconds``), then from the median
+    measured epoch.
+    """
+
+    def __init__(
+        self, planned: tf.Variable, steps: int, epochs: int, minutes: float, eval_seconds=0.0
+    ):
+        super().__init__()
+        self.planned, self.steps, self.epochs = planned, steps, epochs
+        self.seconds = minutes * 60.0
+        self.eval_seconds = eval_seconds
+        self.started = time.perf_counter()
+        self.epoch_times: list[float] = []
+        self.epoch = 0
+        self._batch_times: list[float] = []
+
+    def _set(self, steps: int, why: str) -> None:
+        steps = int(min(max(steps, self.steps), self.epochs * self.steps))
+        if steps != int(self.planned.numpy()):
+            self.planned.assign(steps)
+            log.info("schedule planned over %d steps (%s)", steps, why)
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+        if not self.seconds or int(self.planned.numpy()) == 0:
+            self._set(self.epochs * self.steps, f"{self.epochs} epochs x {self.steps} steps")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.epoch_started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.seconds or self.epoch_times:
+            return
+        self._batch_times.append(time.perf_counter())
+        if len(self._batch_times) == 6 or batch + 1 == self.steps:  # skip the traced steps
+            if len(self._batch_times) < 3:
+                return
+            per_step = float(np.median(np.diff(self._batch_times[1:])))
+            self._plan(per_step * self.steps + self.eval_seconds, first=True)
+
+    def _plan(self, epoch_seconds: float, first: bool = False) -> None:
+        elapsed = time.perf_counter() - self.started
+        done = self.epoch if first else self.epoch + 1  # whole epochs done
+        remaining = self.seconds - elapsed
+        if first:
+            remaining += time.perf_counter() - self.epoch_started  # this epoch counts whole
+        fit = max(int(remaining // max(epoch_seconds, 1e-3)), 1 if first else 0)
+        self._set(
+            (done + fit) * self.steps,
+            f"{fit} more epoch(s) of about {epoch_seconds:.0f} s fit in the "
+            f"{self.seconds / 60:.0f}-minute budget",
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_times.append(time.perf_counter() - self.epoch_started)
+        if self.seconds:
+            self.epoch = epoch
+            self._plan(float(np.median(self.epoch_times[-5:])))

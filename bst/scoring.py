@@ -10,73 +10,138 @@ same rows the same way.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
+from tqdm.auto import tqdm
 
+from bst import config as config_lib
 from bst import features as F
 from bst.config import Config
 from bst.errors import DataError
 from bst.metrics import KS, EvalData, evaluate_scores, load_eval_data
-from bst.model import model_inputs
+from bst.model import MODEL_INPUTS, model_inputs
 from bst.pipeline import make_dataset
+
+SEQUENCE_INPUTS = (F.MOVIE_ID, F.TIME_GAP, F.RATING)
+
+
+@dataclass(frozen=True)
+class SplitInputs:
+    """A split's model inputs, featurized once (read from the shards through ``tf.data``)."""
+
+    users: np.ndarray  # str [U]
+    inputs: dict[str, np.ndarray]  # model inputs: int32 [U, L] sequences, [U] profile
+    lengths: np.ndarray  # int64 [U], real events per row
+
+    @classmethod
+    def read(cls, cfg: Config, split: str) -> SplitInputs:
+        uncached = config_lib.replace(cfg, {"data.cache": False})  # kept here, not in tf.data
+        parts: dict[str, list[np.ndarray]] = {}
+        for features, _ in make_dataset(uncached, split, batch_size=1024, shuffle=False):
+            for name, value in {**model_inputs(features), F.USER_ID: features[F.USER_ID]}.items():
+                parts.setdefault(name, []).append(value.numpy())
+        data = {name: np.concatenate(values) for name, values in parts.items()}
+        users = data.pop(F.USER_ID).astype(str)
+        return cls(users, data, (data[F.MOVIE_ID] > 0).sum(axis=1))
+
+
+class Scorer:
+    """Last-position scores of every catalog item, through the servable's path: the
+    model's :class:`bst.model.Encoder` with ``last_only=True`` and the catalog's item
+    vectors computed once per call. Traced once (dynamic batch and length)."""
+
+    def __init__(self, model: tf.keras.Model):
+        self.model = model
+        spec = {
+            name: tf.TensorSpec([None, None] if name in SEQUENCE_INPUTS else [None], tf.int32)
+            for name in MODEL_INPUTS
+        }
+        self._catalog = tf.function(self._catalog_vectors)
+        self._scores = tf.function(
+            self._scores_of, input_signature=[spec, tf.TensorSpec([None, None], tf.float32)]
+        )
+
+    def _catalog_vectors(self) -> tf.Tensor:
+        return tf.cast(self.model.encoder.items.all_items(), tf.float32)  # (N, D)
+
+    def _scores_of(self, features: dict[str, tf.Tensor], catalog: tf.Tensor) -> tf.Tensor:
+        query = self.model.encoder(features, training=False, last_only=True, catalog=catalog)
+        return tf.matmul(tf.cast(query[:, 0], tf.float32), catalog, transpose_b=True)  # (B, N)
+
+    def __call__(
+        self, data: SplitInputs, batch_size: int = 512, progress: str | None = None
+    ) -> np.ndarray:
+        """float32 ``[U, N]`` scores in the row order of ``data``.
+
+        Users are scored in order of history length, each batch cut to its longest
+        history: padded positions take no part, so this changes no score and skips
+        about half the work on ML-1M.
+        """
+        catalog = self._catalog()
+        order = np.argsort(data.lengths, kind="stable")
+        scores = np.empty((len(order), int(catalog.shape[0])), np.float32)
+        starts = range(0, len(order), batch_size)
+        bar = tqdm(total=len(order), desc=progress, unit="user", leave=False, disable=None)
+        with bar:
+            for start in starts:
+                rows = order[start : start + batch_size]
+                keep = max(int(data.lengths[rows].max()), 1)
+                batch = {
+                    name: (value[rows][:, -keep:] if value.ndim == 2 else value[rows])
+                    for name, value in data.inputs.items()
+                }
+                scores[rows] = self._scores(batch, catalog).numpy()
+                bar.update(len(rows))
+        return scores
 
 
 def predict_scores(
-    model: tf.keras.Model, cfg: Config, split: str, batch_size: int = 256
+    model: tf.keras.Model, cfg: Config, split: str, batch_size: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(user ids, last-position scores ``[U, N]``) for every evaluated user of ``split``.
-
-    Users are scored in order of history length, each batch cut to its longest
-    history: padded positions take no part, so this changes no score and skips
-    about half the work on ML-1M.
-    """
-
-    @tf.function(reduce_retracing=True)
-    def scores_of(features):
-        return model(features, training=False)["scores"]
-
-    parts: dict[str, list[np.ndarray]] = {}
-    for features, _ in make_dataset(cfg, split, batch_size=1024, shuffle=False):
-        for name, value in {**model_inputs(features), F.USER_ID: features[F.USER_ID]}.items():
-            parts.setdefault(name, []).append(value.numpy())
-    data = {name: np.concatenate(values) for name, values in parts.items()}
-    users = data.pop(F.USER_ID).astype(str)
-    lengths = (data[F.MOVIE_ID] > 0).sum(axis=1)
-    order = np.argsort(lengths, kind="stable")
-    scores = None
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        keep = max(int(lengths[rows].max()), 1)
-        batch = {
-            name: (value[rows][:, -keep:] if value.ndim == 2 else value[rows])
-            for name, value in data.items()
-        }
-        out = scores_of(batch).numpy()
-        if scores is None:
-            scores = np.empty((len(users), out.shape[1]), np.float32)
-        scores[rows] = out
-    return users, scores
+    """(user ids, last-position scores ``[U, N]``) for every evaluated user of ``split``."""
+    data = SplitInputs.read(cfg, split)
+    return data.users, Scorer(model)(data, batch_size)
 
 
-def aligned_scores(model: tf.keras.Model, cfg: Config, split: str, data: EvalData) -> np.ndarray:
-    """float32 ``[U, N]`` model scores in the row order of ``data``."""
-    users, scores = predict_scores(model, cfg, split)  # (U, N)
+def align(users: np.ndarray, data: EvalData, what: str) -> np.ndarray:
+    """Row of ``users`` for each user of ``data`` (the evaluation targets), or one DataError."""
     order = {u: i for i, u in enumerate(users)}
     missing = [u for u in data.user_ids if u not in order]
     if missing:
         raise DataError(
-            f"{len(missing)} {split} users of sequences.tsv are missing from the {split} "
-            f"TFRecord shards of {cfg.data.prepared_dir} (first: {missing[0]}): re-run "
-            "pipelines.prepare"
+            f"{len(missing)} users of sequences.tsv are missing from {what} "
+            f"(first: {missing[0]}): re-run pipelines.prepare"
         )
-    return scores[np.array([order[u] for u in data.user_ids], dtype=np.int64)]
+    return np.array([order[u] for u in data.user_ids], dtype=np.int64)
+
+
+def aligned_scores(
+    model: tf.keras.Model,
+    cfg: Config,
+    split: str,
+    data: EvalData,
+    inputs: SplitInputs | None = None,
+    scorer: Scorer | None = None,
+) -> np.ndarray:
+    """float32 ``[U, N]`` model scores in the row order of ``data``."""
+    inputs = inputs or SplitInputs.read(cfg, split)
+    rows = align(inputs.users, data, f"the {split} TFRecord shards of {cfg.data.prepared_dir}")
+    scores = (scorer or Scorer(model))(inputs, progress=f"scoring {split}")
+    return scores[rows]
 
 
 def rank_metrics(
-    model: tf.keras.Model, cfg: Config, split: str, data: EvalData | None = None
+    model: tf.keras.Model,
+    cfg: Config,
+    split: str,
+    data: EvalData | None = None,
+    inputs: SplitInputs | None = None,
+    scorer: Scorer | None = None,
 ) -> dict:
     """Full-ranking metrics of the model on ``split`` (seen items excluded)."""
     data = data or load_eval_data(cfg.data.prepared_dir, split)
-    scores = aligned_scores(model, cfg, split, data)
+    scores = aligned_scores(model, cfg, split, data, inputs, scorer)
     metrics, _, _ = evaluate_scores(lambda rows: scores[rows], data, ks=KS)
     return metrics

@@ -21,6 +21,30 @@ from bst.layers import MLPHead
 from bst.model import model_inputs
 
 
+@tf.custom_gradient
+def softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor):
+    """Per-row ``-log softmax(logits)[label]``: float32 ``(M, N)`` logits, int ``(M,)`` labels.
+
+    The same values and gradients as ``tf.nn.sparse_softmax_cross_entropy_with_logits``,
+    about 4x faster on a CPU for a catalog-wide softmax (14.5k x 3.7k logits: 71 ms
+    against 299 ms forward and backward, ``benchmarks/softmax.py``): one softmax (a
+    oneDNN kernel) whose output the backward pass reuses, ``softmax - one_hot(label)``
+    written into it in place of a second pass.
+    """
+    probs = tf.nn.softmax(logits)  # (M, N)
+    rows = tf.range(tf.shape(labels)[0])
+    index = tf.stack([rows, tf.cast(labels, tf.int32)], axis=1)  # (M, 2)
+    picked = tf.gather_nd(probs, index)  # (M,)
+    # log of the picked probability; the tiny floor only guards log(0) (a logit gap > 87)
+    loss = -tf.math.log(tf.maximum(picked, 1e-37))
+
+    def grad(upstream):
+        delta = tf.tensor_scatter_nd_sub(probs, index, tf.ones_like(picked))  # softmax - 1_label
+        return delta * upstream[:, tf.newaxis], None
+
+    return loss, grad
+
+
 class BSTTrainer(tf.keras.Model):
     """Wraps the functional model with its training loss (``fit``/``evaluate``).
 
@@ -41,6 +65,14 @@ class BSTTrainer(tf.keras.Model):
         super().__init__(**kwargs)
         self.model = model
         self.loss_kind = cfg.model.loss
+        # The catalog-wide logits matmul is the largest one of a step: bfloat16 inputs
+        # (float32 accumulation) make it about 3x faster on CPUs with AMX/AVX512-BF16.
+        self.logits_dtype = tf.bfloat16 if cfg.train.bf16_logits else None
+        # Under XLA every shape is compiled once: the loss then covers every position of
+        # the batch (padding weighted 0) instead of gathering the real ones (dynamic size).
+        self.static_shapes = cfg.train.jit_compile == "true"
+        # The schedule's planned steps (bst.optim.SchedulePlanner), saved with the backups.
+        self.planned_steps = tf.Variable(0, trainable=False, dtype=tf.int64, name="planned_steps")
         self.num_negatives = cfg.model.num_negatives
         if self.loss_kind not in ("softmax", "sampled"):
             raise ValueError(
@@ -73,25 +105,41 @@ class BSTTrainer(tf.keras.Model):
 
     def compute_loss_terms(self, features, labels, training):
         out = self.model(model_inputs(features), training=training)
-        query = tf.cast(out["query"], tf.float32)  # (B, L, D)
+        query = out["query"]  # (B, L, D), in the compute dtype
         target = tf.cast(labels[F.NEXT_MOVIE], tf.int32)  # (B, L)
-        valid = target > F.PAD
+        valid = target >= F.NUM_RESERVED  # padding and "unknown movie" are never targets
         q = tf.boolean_mask(query, valid)  # (M, D)
         t = tf.boolean_mask(target, valid)  # (M,)
-        catalog = tf.cast(self.items.all_items(), tf.float32)  # (N, D)
-        if self.retrieval is None:
-            logits = tf.matmul(q, catalog, transpose_b=True)  # (M, N)
-            # padding and "unknown movie" are never right answers
-            logits += tf.constant([-1e9, -1e9] + [0.0] * (self.items.num_items - 2), tf.float32)
-            per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=t, logits=logits)
+        catalog = self.items.all_items()  # (N, D), in the compute dtype
+        if self.retrieval is None and self.static_shapes:
+            items = catalog[F.NUM_RESERVED :]
+            if self.logits_dtype is not None:
+                query, items = tf.cast(query, self.logits_dtype), tf.cast(items, self.logits_dtype)
+            logits = tf.einsum("bld,nd->bln", query, items)  # (B, L, N - 2)
+            log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+            label = tf.maximum(target - F.NUM_RESERVED, 0)
+            picked = tf.gather(log_probs, label, batch_dims=2)  # (B, L)
+            weight = tf.cast(valid, tf.float32)
+            loss = -tf.reduce_sum(picked * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+        elif self.retrieval is None:
+            # Only real movies are candidates: columns 0 and 1 (padding, unknown) are cut.
+            # The matmul runs in the compute dtype (bfloat16 under mixed precision, which
+            # accumulates in float32); the softmax and the loss are float32.
+            items = catalog[F.NUM_RESERVED :]  # (N - 2, D)
+            if self.logits_dtype is not None:
+                q, items = tf.cast(q, self.logits_dtype), tf.cast(items, self.logits_dtype)
+            logits = tf.matmul(q, items, transpose_b=True)  # (M, N - 2)
+            per_token = softmax_cross_entropy(
+                tf.cast(logits, tf.float32), t - F.NUM_RESERVED
+            )  # (M,)
             loss = tf.reduce_mean(per_token)
         else:
             count = tf.shape(t)[0]
             keep = tf.random.shuffle(tf.range(count))[: self.num_negatives]
             q, t = tf.gather(q, keep), tf.gather(t, keep)
-            candidates = tf.gather(catalog, t)  # (S, D)
+            candidates = tf.cast(tf.gather(catalog, t), tf.float32)  # (S, D)
             loss = self.retrieval(
-                q,
+                tf.cast(q, tf.float32),
                 candidates,
                 candidate_sampling_probability=tf.gather(self.log_q, t),
                 candidate_ids=t,
@@ -101,10 +149,10 @@ class BSTTrainer(tf.keras.Model):
         if self.rating_head is not None:
             rating = tf.cast(labels[F.NEXT_RATING], tf.int32)
             known = valid & (rating >= F.NUM_RESERVED)
-            rq = tf.boolean_mask(query, known)
+            rq = tf.cast(tf.boolean_mask(query, known), tf.float32)
             rt = tf.boolean_mask(target, known)
             true = tf.cast(tf.boolean_mask(rating, known) - F.NUM_RESERVED + 1, tf.float32)
-            pred = self.predict_rating(rq, tf.gather(catalog, rt))
+            pred = self.predict_rating(rq, tf.cast(tf.gather(catalog, rt), tf.float32))
             loss += 0.1 * tf.reduce_mean(tf.square(pred - true))
             self.rating_mae.update_state(true, pred)
         return loss

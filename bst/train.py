@@ -42,16 +42,25 @@ from bst import config as config_lib
 from bst.baselines import ItemTransition, Popularity
 from bst.callbacks import (
     BackupLogger,
+    Progress,
     RankingCallback,
     StepLogger,
     TimeBudget,
+    read_history,
     write_hparams,
     write_projector,
 )
 from bst.config import Config
 from bst.data.prepare import ensure_prepared
 from bst.data.prepared import Prepared
-from bst.devices import is_chief, make_strategy, set_precision, strategy_name, task_info
+from bst.devices import (
+    is_chief,
+    make_strategy,
+    resolve,
+    set_precision,
+    strategy_name,
+    task_info,
+)
 from bst.errors import DataError, UsageError
 from bst.export import export
 from bst.metrics import (
@@ -63,7 +72,7 @@ from bst.metrics import (
     load_eval_data,
 )
 from bst.model import Tables, build_model
-from bst.optim import make_optimizer
+from bst.optim import SchedulePlanner, make_optimizer
 from bst.pipeline import make_dataset
 from bst.scoring import rank_metrics
 from bst.task import BSTTrainer
@@ -71,6 +80,8 @@ from bst.task import BSTTrainer
 import tensorflow as tf  # isort: skip
 
 log = logging.getLogger("bst.train")
+
+HISTORY_FILE = "history.jsonl"
 
 
 def count_train_windows(prepared: Prepared, max_len: int, all_windows: bool) -> int:
@@ -99,6 +110,9 @@ def train(
     kind, index, workers = task_info()
     strategy = make_strategy(tpu)
     cfg = ensure_prepared(cfg, run_dir, chief=chief)
+    cfg, notes = resolve(cfg, strategy)
+    for note in notes:
+        log.info(note)
     if chief:
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
     policy = set_precision(cfg, strategy)
@@ -120,7 +134,11 @@ def train(
     with strategy.scope():
         model = build_model(cfg, Tables.from_prepared(prepared))
         trainer = BSTTrainer(model, cfg, item_frequency=item_counts)
-        trainer.compile(optimizer=make_optimizer(cfg), steps_per_execution=1)
+        trainer.compile(
+            optimizer=make_optimizer(cfg, trainer.planned_steps),
+            steps_per_execution=1,
+            jit_compile=cfg.train.jit_compile == "true",
+        )
         uncached = config_lib.replace(cfg, {"data.cache": False})  # read 2 rows, cache none
         sample, _ = next(iter(make_dataset(uncached, "validation", batch_size=2, shuffle=False)))
         trainer(sample, training=False)  # build now: BackupAndRestore needs built weights
@@ -133,7 +151,11 @@ def train(
     logdir = run_dir / "logs" if chief else run_dir / "workers" / f"{kind}-{index}" / "logs"
     writer = tf.summary.create_file_writer(str(logdir / "train"))
     write_hparams(cfg, writer, run_dir.name)
-    ranking = RankingCallback(cfg, writer)
+    backup = run_dir / "backup"
+    history_path = run_dir / HISTORY_FILE if chief else logdir / HISTORY_FILE
+    if not backup.exists() and history_path.exists():
+        history_path.unlink()  # a fresh run, not a resume: start the history afresh
+    ranking = RankingCallback(cfg, writer, history_path, cfg.train.max_minutes)
     early_stopping = tf.keras.callbacks.EarlyStopping(
         monitor=f"val_{SELECTION_METRIC}",
         mode="max",
@@ -142,10 +164,12 @@ def train(
     )
     budget = TimeBudget(cfg.train.max_minutes)
     callbacks = [
+        Progress(steps),
         ranking,
         early_stopping,
-        tf.keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        tf.keras.callbacks.BackupAndRestore(str(backup)),
         BackupLogger(),
+        SchedulePlanner(trainer.planned_steps, steps, cfg.train.epochs, cfg.train.max_minutes),
         StepLogger(writer),
         budget,
     ]
@@ -191,6 +215,8 @@ def train(
         "strategy": strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "weights_sha256": weights_digest(model),
+        "planned_steps": int(trainer.planned_steps.numpy()),
+        "history": read_history(history_path),
     }
     table = format_table({"BST": test, **baselines}, TABLE_METRICS)
     if chief:

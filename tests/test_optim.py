@@ -1,17 +1,68 @@
-"""bst.optim: the optimizer and its learning-rate schedule."""
+"""bst.optim: the optimizer, its schedule and the planner that sizes it to the run."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from bst import config, optim
 
 
+def lr(schedule, step):
+    return float(schedule(step))
+
+
 def test_optimizer_follows_the_config():
-    plain = optim.make_optimizer(config.tiny())
+    plain = optim.make_optimizer(config.tiny(), 100)
     assert type(plain).__name__ == "Adam"
-    decayed = optim.make_optimizer(config.replace(config.tiny(), {"train.weight_decay": 0.01}))
+    decayed = optim.make_optimizer(config.replace(config.tiny(), {"train.weight_decay": 0.01}), 100)
     assert type(decayed).__name__ == "AdamW"
     assert decayed.weight_decay == pytest.approx(0.01)
-    schedule = optim.WarmupSchedule(5e-3, 5)  # step 0 is the first step
-    assert [round(float(schedule(s)), 6) for s in (0, 1, 4, 100)] == [1e-3, 2e-3, 5e-3, 5e-3]
+
+
+def test_warm_up_is_a_fraction_of_the_planned_steps_then_cosine_to_the_floor():
+    s = optim.WarmupDecay(1e-3, 1000, warmup_fraction=0.05, max_warmup=500, final_fraction=0.02)
+    assert lr(s, 0) == pytest.approx(1e-3 / 50)  # 50 warm-up steps
+    assert lr(s, 49) == pytest.approx(1e-3)
+    halfway = 49 + (1000 - 50) / 2
+    assert lr(s, halfway) == pytest.approx(1e-3 * (0.02 + 0.98 * 0.5), rel=1e-3)
+    assert lr(s, 999) == pytest.approx(1e-3 * 0.02, rel=1e-3)
+    assert lr(s, 5000) == pytest.approx(1e-3 * 0.02, rel=1e-3)  # past the plan: the floor
+    capped = optim.WarmupDecay(1e-3, 100_000, warmup_fraction=0.05, max_warmup=500)
+    assert lr(capped, 499) == pytest.approx(1e-3) and lr(capped, 249) == pytest.approx(5e-4)
+    small = optim.WarmupDecay(1e-3, 7 * 15)  # 7 steps an epoch, 15 epochs: 5 warm-up steps
+    assert lr(small, 4) == pytest.approx(1e-3)
+
+
+def test_linear_and_constant_schedules_and_bad_names():
+    linear = optim.WarmupDecay(1.0, 110, warmup_fraction=10 / 110, kind="linear", final_fraction=0)
+    assert lr(linear, 9) == pytest.approx(1.0) and lr(linear, 59) == pytest.approx(0.5)
+    constant = optim.WarmupDecay(1.0, 110, warmup_fraction=10 / 110, kind="constant")
+    assert lr(constant, 100) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="train.schedule must be one of"):
+        optim.WarmupDecay(1.0, 10, kind="step")
+
+
+def test_the_schedule_reads_the_planned_steps_as_they_change():
+    planned = tf.Variable(1000, dtype=tf.int64)
+    s = optim.WarmupDecay(1.0, planned, warmup_fraction=0.0, max_warmup=1, final_fraction=0.0)
+    before = lr(s, 400)
+    planned.assign(500)
+    assert lr(s, 400) < before and lr(s, 499) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_planner_fits_the_epochs_into_the_budget():
+    planned = tf.Variable(0, dtype=tf.int64)
+    planner = optim.SchedulePlanner(planned, steps=10, epochs=100, minutes=1.0)
+    planner.on_train_begin()
+    assert int(planned.numpy()) == 1000  # epochs x steps until something is measured
+    planner.on_epoch_begin(0)
+    planner.epoch_started -= 5.9  # pretend the first epoch took 5.9 s
+    planner.started -= 5.9
+    planner.on_epoch_end(0)
+    assert int(planned.numpy()) == 100  # 1 done + 9 more of 5.9 s in the 54.1 s left
+    unbounded = tf.Variable(0, dtype=tf.int64)
+    optim.SchedulePlanner(unbounded, steps=10, epochs=7, minutes=0.0).on_train_begin()
+    assert int(unbounded.numpy()) == 70
+    assert np.isfinite(lr(optim.make_schedule(config.tiny(), planned), 50))
