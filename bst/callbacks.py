@@ -38,6 +38,7 @@ class RankingCallback(tf.keras.callbacks.Callback):
         writer: tf.summary.SummaryWriter | None,
         history: Path | None = None,
         budget_minutes: float = 0.0,
+        prepared: Prepared | None = None,
     ):
         super().__init__()
         self.cfg = cfg
@@ -45,7 +46,7 @@ class RankingCallback(tf.keras.callbacks.Callback):
         self.history = history  # one JSON line per epoch, appended (survives resumes)
         self.budget = budget_minutes * 60.0
         self.run_started = time.perf_counter()
-        self.data = load_eval_data(cfg.data.prepared_dir, "validation")
+        self.data = load_eval_data(prepared or cfg.data.prepared_dir, "validation")
         self.inputs = SplitInputs.read(cfg, "validation")  # featurized once for every epoch
         self.scorer: Scorer | None = None
         self.started = time.perf_counter()
@@ -100,7 +101,9 @@ class RankingCallback(tf.keras.callbacks.Callback):
                 "elapsed_seconds": round(elapsed, 1),
                 "unix_time": round(time.time(), 2),
                 "step": step,
-                "learning_rate": float(lr(step - 1) if callable(lr) else lr),
+                "learning_rate": float(
+                    tf.keras.backend.get_value(lr(step - 1) if callable(lr) else lr)
+                ),
                 **{f"val_{k}": float(metrics[k]) for k in metric_names(KS) if k in metrics},
             }
             with open(self.history, "a", encoding="utf-8") as out:

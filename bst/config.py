@@ -163,9 +163,7 @@ def tiny() -> Config:
         preset="tiny",
         data=DataConfig(synthetic=True, synthetic_users=60, synthetic_movies=40, num_shards=2),
         model=ModelConfig(max_len=8, dim=16, num_blocks=1, num_heads=2, ff_mult=2, dropout=0.1),
-        train=TrainConfig(
-            batch_size=16, epochs=3, learning_rate=5e-3, patience=3, max_minutes=0.0
-        ),
+        train=TrainConfig(batch_size=16, epochs=3, learning_rate=5e-3, patience=3, max_minutes=0.0),
     )
 
 

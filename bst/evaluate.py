@@ -42,6 +42,7 @@ from bst.errors import DataError, UsageError
 from bst.metrics import (
     COVERAGE_K,
     KS,
+    REPORT_METRICS,
     TEST,
     VALIDATION,
     by_history_length,
@@ -58,18 +59,7 @@ log = logging.getLogger("bst.evaluate")
 MODEL_NAME = "BST"
 CURVE_KS = tuple(range(1, 21))  # NDCG@K curve
 HEAD_SHARE = 0.1  # "head" = the 10 % most popular catalog items
-TABLE_KEYS = (
-    "hr@1",
-    "hr@5",
-    "hr@10",
-    "hr@20",
-    "ndcg@3",
-    "ndcg@5",
-    "ndcg@10",
-    "ndcg@20",
-    "mrr",
-    f"coverage@{COVERAGE_K}",
-)
+TABLE_KEYS = REPORT_METRICS
 PLOTS = {
     "ndcg_at_k": "ndcg_at_k.png",
     "by_history_length": "by_history_length.png",

@@ -57,6 +57,8 @@ def metric_names(ks: Sequence[int] = KS) -> list[str]:
 
 TABLE_METRICS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@10", "ndcg@20", "mrr", "coverage@10")
 """The columns of every results table (``bst.train``, ``bst.evaluate``, the README)."""
+REPORT_METRICS = (*TABLE_METRICS[:4], "ndcg@3", "ndcg@5", *TABLE_METRICS[4:])
+"""The columns of ``bst.evaluate``'s report (NDCG@3/5 too, for the seed notebooks)."""
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 

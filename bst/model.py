@@ -44,8 +44,8 @@ from bst.layers import (
     ItemEmbedding,
     MLPHead,
     PositionEmbedding,
-    TransformerBlock,
 )
+from bst.transformer import TransformerBlock
 
 import tensorflow as tf  # isort: skip
 

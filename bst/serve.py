@@ -64,6 +64,7 @@ import tensorflow as tf  # isort: skip
 import uvicorn  # isort: skip
 
 
+from bst.errors import DataError, UsageError
 from bst.serving.rest import bind_socket, create_app, is_loopback
 from bst.serving.servable import ModelDirError
 
@@ -79,18 +80,18 @@ def set_tf_threads(intra_op: int = 0, inter_op: int = 0) -> None:
     the serving benchmark in the README.
 
     Raises:
-        ValueError: a negative count, or TensorFlow already running (too late).
+        UsageError: a negative count, or TensorFlow already running (too late).
     """
     for name, value in (("intra_op", intra_op), ("inter_op", inter_op)):
         if value < 0:
-            raise ValueError(f"thread counts must be >= 0. Received: {name}={value}")
+            raise UsageError(f"thread counts must be >= 0. Received: {name}={value}")
     try:
         if intra_op:
             tf.config.threading.set_intra_op_parallelism_threads(intra_op)
         if inter_op:
             tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     except RuntimeError as err:
-        raise ValueError(f"TensorFlow's threads can only be sized before it starts: {err}") from err
+        raise UsageError(f"TensorFlow's threads can only be sized before it starts: {err}") from err
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         set_tf_threads(args.intra_op_threads, args.inter_op_threads)
-    except ValueError as err:
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             poll_seconds=args.poll_seconds,
             batching=args.batching,
         )
-    except (ModelDirError, ValueError) as err:
+    except (ModelDirError, UsageError, DataError) as err:
         sock.close()
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -155,7 +155,7 @@ def train(
     history_path = run_dir / HISTORY_FILE if chief else logdir / HISTORY_FILE
     if not backup.exists() and history_path.exists():
         history_path.unlink()  # a fresh run, not a resume: start the history afresh
-    ranking = RankingCallback(cfg, writer, history_path, cfg.train.max_minutes)
+    ranking = RankingCallback(cfg, writer, history_path, cfg.train.max_minutes, prepared)
     early_stopping = tf.keras.callbacks.EarlyStopping(
         monitor=f"val_{SELECTION_METRIC}",
         mode="max",

@@ -17,8 +17,8 @@ from bst.layers import (
     ItemEmbedding,
     MLPHead,
     PositionEmbedding,
-    TransformerBlock,
 )
+from bst.transformer import TransformerBlock
 
 DIM = 8
 SEQ_LEN = 4

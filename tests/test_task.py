@@ -68,3 +68,68 @@ def test_layer_regularizers_are_part_of_the_training_loss(tiny_cfg, tables):
 
     plain, regularized = first_step_loss(0.0), first_step_loss(10.0)
     assert regularized > plain + 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"train.jit_compile": "true"},  # XLA, the GPU/TPU default: static shapes
+        {"train.mixed_precision": True},  # mixed_bfloat16 on a CPU
+        {"train.bf16_logits": False},
+    ],
+)
+def test_jit_and_mixed_precision_paths_build_and_take_a_step(tiny_cfg, tables, overrides):
+    cfg = config.replace(tiny_cfg, overrides)
+    policy = "mixed_bfloat16" if cfg.train.mixed_precision else "float32"
+    tf.keras.mixed_precision.set_global_policy(policy)
+    try:
+        tf.keras.utils.set_random_seed(0)
+        model = build_model(cfg, tables)
+        trainer = BSTTrainer(model, cfg)
+        trainer.compile(
+            optimizer=tf.keras.optimizers.Adam(1e-2), jit_compile=cfg.train.jit_compile == "true"
+        )
+        history = trainer.fit(make_dataset(cfg, "train", batch_size=16), epochs=2, verbose=0)
+        losses = history.history["loss"]
+        assert np.isfinite(losses).all() and losses[-1] < losses[0]
+        if cfg.train.mixed_precision:
+            assert model.encoder.blocks[0].compute_dtype == "bfloat16"
+            assert model.encoder.items.variables[0].dtype == tf.float32  # float32 weights
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+
+
+def test_static_shape_loss_equals_the_gathered_loss(tiny_cfg, tables):
+    """The XLA path's loss (every position, padding weighted 0) is the default loss."""
+    features, labels = next(iter(make_dataset(tiny_cfg, "train", batch_size=16, shuffle=False)))
+    tf.keras.utils.set_random_seed(0)
+    model = build_model(tiny_cfg, tables)
+    for bf16 in (False, True):
+        plain = BSTTrainer(model, config.replace(tiny_cfg, {"train.bf16_logits": bf16}))
+        static = BSTTrainer(
+            model,
+            config.replace(tiny_cfg, {"train.jit_compile": "true", "train.bf16_logits": bf16}),
+        )
+        a = float(plain.compute_loss_terms(features, labels, training=False))
+        b = float(static.compute_loss_terms(features, labels, training=False))
+        assert a == pytest.approx(b, rel=1e-2 if bf16 else 1e-5)
+
+
+def test_softmax_cross_entropy_matches_tensorflows():
+    from bst.task import softmax_cross_entropy
+
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(7, 11)) * 3, tf.float32)
+    labels = tf.constant(rng.integers(0, 11, 7), tf.int32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = tf.reduce_sum(softmax_cross_entropy(logits, labels) * tf.range(1.0, 8.0))
+        ref = tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            * tf.range(1.0, 8.0)
+        )
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        tape.gradient(ours, logits).numpy(), tape.gradient(ref, logits).numpy(), atol=1e-6
+    )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bst import config, optim
 from bst import train as train_cli
 from bst.baselines import Popularity
 from bst.metrics import evaluate_scores, load_eval_data
@@ -170,7 +171,19 @@ def test_resumes_after_sigkill(tmp_path):
     )
     assert epochs and epochs[0] == done + 1, (done, epochs)  # resumed, not restarted
     assert epochs[-1] == 6
-    assert json.loads((run_dir / "metrics.json").read_text())["test"]["ndcg@10"] >= 0
+    result = json.loads((run_dir / "metrics.json").read_text())
+    assert result["test"]["ndcg@10"] >= 0
+    # the schedule resumed at the right step: every epoch's learning rate (before and
+    # after the kill) is the one an uninterrupted run's schedule gives at that step
+    history = result["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5, 6]
+    steps = history[0]["step"]
+    assert [row["step"] for row in history] == [steps * e for e in range(1, 7)]
+    assert result["planned_steps"] == 6 * steps
+    cfg = config.load(run_dir / "config.json")
+    schedule = optim.make_schedule(cfg, 6 * steps)
+    for row in history:
+        assert row["learning_rate"] == pytest.approx(float(schedule(row["step"] - 1)), rel=1e-5)
 
 
 def free_ports(n: int) -> list[int]:

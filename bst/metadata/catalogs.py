@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bst.errors import DataError
+from bst.errors import DataError, decode_text
 
 log = logging.getLogger("bst.metadata")
 
@@ -106,19 +106,6 @@ class Catalog:
         return self.spec.label
 
 
-def _decode(raw: bytes, path: Path, encoding: str) -> str:
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            f"byte 0x{raw[err.start]:02x} is not valid {encoding}; expected a {encoding} CSV "
-            "(re-save the file as UTF-8)",
-            path,
-            line,
-        ) from None
-
-
 def parse_years(values: pd.Series) -> tuple[pd.Series, int, int]:
     """Years of release dates or bare years as nullable Int64, plus (missing, unparseable) counts.
 
@@ -149,7 +136,9 @@ def load_catalog(spec: CatalogSpec) -> Catalog:
     if not path.is_file():
         raise DataError(f"catalog file not found: {path}", path)
     raw = path.read_bytes()
-    text = _decode(raw, path, spec.encoding).lstrip("\ufeff")
+    text = decode_text(
+        raw, path, spec.encoding, f"a {spec.encoding} CSV (re-save the file as UTF-8)"
+    ).lstrip("\ufeff")
     if not text.strip():
         raise DataError("catalog is empty; expected a CSV with a header row", path)
     stats = CatalogStats(catalog=spec.label, path=str(path))

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bst.errors import UsageError
 from bst.serving.codec import (
     TF_ERROR_STATUS,
     RequestError,
@@ -221,9 +222,9 @@ def create_app(
     """
 
     if max_batch < 1:
-        raise ValueError(f"`max_batch` must be positive. Received: max_batch={max_batch}")
+        raise UsageError(f"`max_batch` must be positive. Received: max_batch={max_batch}")
     if max_body_bytes < 1:
-        raise ValueError(f"`max_body_bytes` must be positive. Received: {max_body_bytes}")
+        raise UsageError(f"`max_body_bytes` must be positive. Received: {max_body_bytes}")
     manager = ModelManager(model_dir, poll_seconds)
     manager.load_initial()
     handler = RestHandler(manager, model_name, max_batch, batching)

@@ -15,6 +15,7 @@ from google.protobuf import json_format, text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from bst.errors import UsageError
 from bst.serving.batching import Batcher
 from bst.serving.codec import Signature, dumps, signature_of
 
@@ -27,7 +28,7 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many
 
 
-class ModelDirError(ValueError):
+class ModelDirError(UsageError):
     """``--model-dir`` is missing, holds no version folder, or no version loads."""
 
 

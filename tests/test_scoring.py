@@ -1,0 +1,48 @@
+"""bst.scoring: a model's scores for every evaluated user, aligned to the targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bst.data.prepared import Prepared
+from bst.errors import DataError
+from bst.metrics import EvalData, load_eval_data
+from bst.model import Tables, build_model
+from bst.scoring import Scorer, SplitInputs, align, aligned_scores
+
+
+@pytest.fixture()
+def model(tiny_cfg, prepared_dir):
+    tf.keras.utils.set_random_seed(3)
+    return build_model(tiny_cfg, Tables.from_prepared(Prepared.open(prepared_dir)))
+
+
+def test_scorer_equals_the_full_models_last_position(tiny_cfg, model):
+    """The last-position path over length-sorted, trimmed batches gives the full
+    model's scores for every user, in the split's row order."""
+    inputs = SplitInputs.read(tiny_cfg, "validation")
+    expected = model({k: tf.constant(v) for k, v in inputs.inputs.items()}, training=False)
+    got = Scorer(model)(inputs, batch_size=4)  # several batches of different widths
+    np.testing.assert_allclose(got, expected["scores"].numpy(), rtol=1e-5, atol=1e-5)
+    assert len(set(inputs.lengths.tolist())) > 1
+
+
+def test_scores_follow_the_targets_row_order(tiny_cfg, model, prepared_dir):
+    data = load_eval_data(prepared_dir, "test")
+    inputs = SplitInputs.read(tiny_cfg, "test")
+    scores = aligned_scores(model, tiny_cfg, "test", data, inputs)
+    rows = {u: i for i, u in enumerate(inputs.users)}
+    alone = Scorer(model)(inputs)
+    for i, user in enumerate(data.user_ids):
+        np.testing.assert_allclose(scores[i], alone[rows[user]], atol=1e-6)
+
+
+def test_a_user_missing_from_the_shards_is_one_data_error(prepared_dir):
+    data = load_eval_data(prepared_dir, "test")
+    fewer = EvalData.from_histories(
+        data.histories, data.targets, data.num_items, [*data.user_ids[:-1], "nobody"]
+    )
+    with pytest.raises(DataError, match="missing from the shards .*first: nobody"):
+        align(np.array(data.user_ids), fewer, "the shards")
