@@ -143,6 +143,24 @@ def _numbers(text: str, n: int, missing: int) -> np.ndarray:
     return values if len(values) == n else np.full(n, missing, np.int64)
 
 
+def _sequence_fields(
+    line: str, path: Path, line_no: int
+) -> tuple[list[str], list[str], tuple[int, int, int]]:
+    """One ``sequences.tsv`` line → (fields, movie ids, split sizes), or a DataError."""
+    fields = line.rstrip("\n").split("\t")
+    if len(fields) < len(SEQUENCE_COLUMNS):
+        raise DataError(
+            f"expected {len(SEQUENCE_COLUMNS)} tab-separated fields, got {len(fields)}",
+            path,
+            line_no,
+        )
+    try:
+        splits = tuple(int(x) for x in fields[1:4])
+    except ValueError:
+        raise DataError(f"split sizes must be integers, got {fields[1:4]}", path, line_no) from None
+    return fields, fields[4].split(), splits
+
+
 def read_sequences(path: Path, vocab: list[str]) -> UserSequences:
     """Parse ``sequences.tsv``, mapping movie ids through ``vocab`` (unknown → OOV)."""
     lookup = index_of(vocab)
@@ -154,15 +172,7 @@ def read_sequences(path: Path, vocab: list[str]) -> UserSequences:
                 f"expected columns {', '.join(SEQUENCE_COLUMNS)}, got {header}", path, 1
             )
         for line_no, line in enumerate(handle, start=2):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < len(SEQUENCE_COLUMNS):
-                raise DataError(
-                    f"expected {len(SEQUENCE_COLUMNS)} tab-separated fields, got {len(fields)}",
-                    path,
-                    line_no,
-                )
-            ids = fields[4].split()
-            n = tuple(int(x) for x in fields[1:4])
+            fields, ids, n = _sequence_fields(line, path, line_no)
             if min(n) < 0 or sum(n) > len(ids):
                 raise DataError(f"split sizes {n} do not fit {len(ids)} events", path, line_no)
             user_ids.append(fields[0])
@@ -281,15 +291,7 @@ class Prepared:
             for line_no, line in enumerate(handle, start=2):
                 if not line.startswith(prefix):
                     continue
-                fields = line.rstrip("\n").split("\t")
-                if len(fields) < len(SEQUENCE_COLUMNS):
-                    raise DataError(
-                        f"expected {len(SEQUENCE_COLUMNS)} tab-separated fields, got {len(fields)}",
-                        path,
-                        line_no,
-                    )
-                ids = fields[4].split()
-                splits = tuple(int(x) for x in fields[1:4])
+                fields, ids, splits = _sequence_fields(line, path, line_no)
                 timestamps = _numbers(fields[5], len(ids), -1)
                 ratings = _numbers(fields[6], len(ids), 0)
                 return Events(ids, timestamps, ratings, splits)
