@@ -82,10 +82,9 @@ class Scorer:
         catalog = self._catalog()
         order = np.argsort(data.lengths, kind="stable")
         scores = np.empty((len(order), int(catalog.shape[0])), np.float32)
-        starts = range(0, len(order), batch_size)
         bar = tqdm(total=len(order), desc=progress, unit="user", leave=False, disable=None)
         with bar:
-            for start in starts:
+            for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
                 keep = max(int(data.lengths[rows].max()), 1)
                 batch = {
@@ -95,14 +94,6 @@ class Scorer:
                 scores[rows] = self._scores(batch, catalog).numpy()
                 bar.update(len(rows))
         return scores
-
-
-def predict_scores(
-    model: tf.keras.Model, cfg: Config, split: str, batch_size: int = 512
-) -> tuple[np.ndarray, np.ndarray]:
-    """(user ids, last-position scores ``[U, N]``) for every evaluated user of ``split``."""
-    data = SplitInputs.read(cfg, split)
-    return data.users, Scorer(model)(data, batch_size)
 
 
 def align(users: np.ndarray, data: EvalData, what: str) -> np.ndarray:
