@@ -112,6 +112,11 @@ class Baseline:
         return lambda users: self.score([data.histories[u] for u in users])
 
 
+def all_baselines() -> tuple[Baseline, ...]:
+    """The baselines every results table shows, unfitted, in table order."""
+    return (Popularity(), ItemTransition(), ItemKNN())
+
+
 class Popularity(Baseline):
     """Score = how often the item occurs in the training events: the same list for everyone.
 

@@ -214,6 +214,12 @@ def write_projector(model: tf.keras.Model, prepared: Prepared, logdir: Path) -> 
     emb.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
     emb.metadata_path = "metadata.tsv"
     projector.visualize_embeddings(str(folder), pconfig)
+    # TensorBoard's projector only looks in folders it knows as runs (ones holding an
+    # event file): one event here makes it appear under `tensorboard --logdir runs/` too.
+    writer = tf.summary.create_file_writer(str(folder))
+    with writer.as_default():
+        tf.summary.text("projector", "movie embeddings, labelled with titles", step=0)
+    writer.close()
 
 
 def write_hparams(cfg: Config, writer: tf.summary.SummaryWriter, run_name: str) -> None:

@@ -84,9 +84,9 @@ class ModelConfig:
     dim: int = 64
     num_blocks: int = 2
     num_heads: int = 2
-    ff_mult: int = 4
+    ff_mult: int = 1
     dropout: float = 0.2
-    attention_dropout: float = 0.2
+    attention_dropout: float = 0.0
     feature_dropout: float = 0.3
     loss: str = "softmax"
     num_negatives: int = 1024
@@ -251,4 +251,107 @@ def from_dict(data: Mapping[str, Any]) -> Config:
 
 
 def load(path: str | Path) -> Config:
-    return from_dict(json.loads(Path(path).read_text()))
+    """A run's saved ``config.json``, validated; errors name the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path} not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{path} is not a valid config (corrupt JSON: {err})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is not a valid config: expected a JSON object")
+    try:
+        return validate(from_dict(data))
+    except UsageError as err:
+        raise UsageError(f"{path}: {err}") from None
+
+
+# Allowed values of the choice fields, and (low, high, low_open, high_open) ranges of the
+# numeric ones: a bad value is one line naming the key, what is allowed and what it got.
+CHOICES = {
+    "data.format": ("ml1m", "sasrec"),
+    "model.loss": ("softmax", "sampled"),
+    "train.schedule": ("cosine", "linear", "constant"),
+    "train.jit_compile": ("auto", "true", "false"),
+}
+_INF = float("inf")
+RANGES = {
+    "data.synthetic_users": (2, _INF, False, False),
+    "data.synthetic_movies": (2, _INF, False, False),
+    "data.num_shards": (1, 4096, False, False),
+    "model.max_len": (1, 100_000, False, False),
+    "model.dim": (1, 65_536, False, False),
+    "model.num_blocks": (1, 1_000, False, False),
+    "model.num_heads": (1, 65_536, False, False),
+    "model.ff_mult": (1, 1_000, False, False),
+    "model.dropout": (0.0, 1.0, False, True),
+    "model.attention_dropout": (0.0, 1.0, False, True),
+    "model.feature_dropout": (0.0, 1.0, False, True),
+    "model.num_negatives": (1, _INF, False, False),
+    "train.batch_size": (1, _INF, False, False),
+    "train.epochs": (1, _INF, False, False),
+    "train.learning_rate": (0.0, 10.0, True, False),
+    "train.warmup_fraction": (0.0, 1.0, False, False),
+    "train.warmup_steps": (0, _INF, False, False),
+    "train.final_lr_fraction": (0.0, 1.0, False, False),
+    "train.weight_decay": (0.0, 1.0, False, False),
+    "train.patience": (0, _INF, False, False),
+    "train.seed": (0, 2**31 - 1, False, False),
+    "train.steps_per_epoch": (0, _INF, False, False),
+}
+
+
+def _get(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    if high == _INF:
+        return f"> {low:g}" if low_open else f">= {low:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def validate(cfg: Config) -> Config:
+    """``cfg`` if every field is usable, else a :class:`UsageError` naming the first bad one.
+
+    Checked before any data is read or written, so a bad value costs nothing.
+    """
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise UsageError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    for key, (low, high, low_open, high_open) in RANGES.items():
+        value = _get(cfg, key)
+        ok = value == value and (value > low if low_open else value >= low)  # NaN fails
+        ok = ok and (value < high if high_open else value <= high)
+        if not ok:
+            raise UsageError(
+                f"{key} must be {_interval(low, high, low_open, high_open)}, got {value!r}"
+            )
+    minutes = cfg.train.max_minutes
+    if not (minutes == -1 or 0 <= minutes < _INF):
+        raise UsageError(
+            f"train.max_minutes must be >= 0 (0 = no budget) or -1 (auto), got {minutes!r}"
+        )
+    if cfg.model.dim % cfg.model.num_heads:
+        raise UsageError(
+            f"model.num_heads ({cfg.model.num_heads}) must divide model.dim ({cfg.model.dim})"
+        )
+    if cfg.data.synthetic and cfg.data.data_dir:
+        raise UsageError(
+            f"data.data_dir={cfg.data.data_dir!r} is set but data.synthetic=true generates "
+            "the data: add --set data.synthetic=false to train on that folder, or drop it"
+        )
+    if cfg.data.synthetic and cfg.data.format != "ml1m":
+        raise UsageError(
+            f"data.format={cfg.data.format!r} with data.synthetic=true: synthetic data is in "
+            "ML-1M format; add --set data.synthetic=false to read a sasrec file"
+        )
+    if cfg.data.side_data_dir and cfg.data.format != "sasrec":
+        raise UsageError(
+            "data.side_data_dir is only used with data.format=sasrec "
+            "(ML-1M files carry their own users.dat and movies.dat)"
+        )
+    return cfg

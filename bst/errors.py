@@ -46,3 +46,63 @@ def decode_text(raw: bytes, path: str | Path, encoding: str, expected: str) -> s
             path,
             line,
         ) from None
+
+
+def writable_dir(path: str | Path, what: str) -> Path:
+    """``path`` as a folder this process can write into (created if missing), or a
+    :class:`UsageError` saying why not: it is a file, a parent is a file, or no permission.
+
+    Nothing is written besides the (empty) folder and a probe file that is removed again.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        parent = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise UsageError(f"cannot create {what} {path}: {parent} is a file") from None
+    except OSError as err:
+        raise UsageError(f"cannot create {what} {path}: {err.strerror or err}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f"cannot write into {what} {path}: {err.strerror or err}") from None
+    return path
+
+
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+class cli_errors:  # noqa: N801 - used as ``with cli_errors(...):``
+    """The one way a command line ends on a user's mistake or Ctrl-C.
+
+    ``DataError``/``UsageError`` (and any extra types given) → ``error: <message>`` on
+    stderr, exit 2. ``KeyboardInterrupt`` → ``interrupted[; <hint>]``, exit 130, no
+    traceback. Anything else is a bug and keeps its traceback.
+    """
+
+    def __init__(self, *extra: type[BaseException], interrupted: str = ""):
+        self.types = (DataError, UsageError, *extra)
+        self.hint = interrupted
+
+    def __enter__(self) -> cli_errors:
+        return self
+
+    def __exit__(self, kind, err, tb) -> bool:
+        import sys
+
+        if kind is None:
+            return False
+        if issubclass(kind, KeyboardInterrupt):
+            print(f"\ninterrupted{'; ' + self.hint if self.hint else ''}", file=sys.stderr)
+            raise SystemExit(INTERRUPTED) from None
+        if issubclass(kind, self.types):
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return False

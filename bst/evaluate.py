@@ -22,12 +22,15 @@ over ``[users, catalog]`` matrices: ML-1M (6,040 users x 3,706 movies) takes sec
 
 from __future__ import annotations
 
-import argparse
+from bst import cli
+
+if __name__ == "__main__":
+    cli.early("evaluate")  # --help and mistakes answer before TensorFlow starts
+
 import io
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,17 +40,19 @@ from matplotlib.figure import Figure
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import features as F
-from bst.baselines import ItemKNN, ItemTransition, Popularity
-from bst.errors import DataError, UsageError
+from bst.baselines import all_baselines
+from bst.errors import DataError, UsageError, cli_errors
 from bst.metrics import (
     COVERAGE_K,
     KS,
+    MODEL_NAME,
     REPORT_METRICS,
     TEST,
     VALIDATION,
     by_history_length,
     evaluate_scores,
     load_eval_data,
+    results_table,
 )
 from bst.model import load_run
 from bst.scoring import aligned_scores
@@ -56,7 +61,6 @@ import tensorflow as tf  # isort: skip
 
 log = logging.getLogger("bst.evaluate")
 
-MODEL_NAME = "BST"
 CURVE_KS = tuple(range(1, 21))  # NDCG@K curve
 HEAD_SHARE = 0.1  # "head" = the 10 % most popular catalog items
 TABLE_KEYS = REPORT_METRICS
@@ -157,7 +161,7 @@ def plot_ndcg_curve(
     curves: dict[str, list[float]], title: str, published: Sequence[dict] = ()
 ) -> bytes:
     """NDCG@K for K = 1..20 per model; ``published`` NDCG@10 rows as labelled markers at K=10."""
-    fig = _figure(6.4, 4.8)
+    fig = _figure(8.4 if published else 6.4, 4.8)
     ax = fig.add_subplot()
     for name, values in curves.items():
         ax.plot(
@@ -181,14 +185,16 @@ def plot_ndcg_curve(
                 [10], [centers[i]], yerr=[[centers[i] - low]], fmt="x", color="gray", capsize=3,
                 label="ML-1M NDCG@10, published, not measured here" if i == 0 else None,
             )  # fmt: skip
-            ax.annotate(
-                row["name"],
+            ax.annotate(  # in a column right of the plot, never on a measured line
+                f"{row['name']} (published)",
                 (10, centers[i]),
-                xytext=(10.8, label_y[i]),
+                xytext=(1.03, label_y[i]),
+                textcoords=("axes fraction", "data"),
+                annotation_clip=False,
                 fontsize=7,
                 color="gray",
                 va="center",
-                arrowprops={"arrowstyle": "-", "color": "lightgray", "lw": 0.8},
+                arrowprops={"arrowstyle": "-", "color": "lightgray", "lw": 0.6},
             )
     ax.set_xlabel("K (cutoff)")
     ax.set_ylabel("NDCG@K")
@@ -225,8 +231,9 @@ def plot_popularity(tops: dict[str, np.ndarray], pop_rank: np.ndarray, title: st
     hist_ax, cdf_ax = fig.subplots(1, 2)
     bins = np.linspace(0.0, 1.0, 21)
     grid = np.linspace(0.0, 1.0, 201)
-    hist_ax.stairs(np.full(20, 1 / 20), bins, color="black", ls="--", label="catalog (all movies)")
-    cdf_ax.plot(grid, grid, color="black", ls="--", label="catalog (all movies)")
+    uniform = "every movie equally often (the catalog)"
+    hist_ax.stairs(np.full(20, 1 / 20), bins, color="black", ls="--", label=uniform)
+    cdf_ax.plot(grid, grid, color="black", ls="--", label=uniform)
     for name, top in tops.items():
         items = top[top >= F.NUM_RESERVED]
         if items.size == 0 or catalog == 0:
@@ -236,14 +243,15 @@ def plot_popularity(tops: dict[str, np.ndarray], pop_rank: np.ndarray, title: st
         hist_ax.stairs(share / len(pct), bins, label=name, lw=2.2 if name == MODEL_NAME else 1.2)
         cdf = np.searchsorted(pct, grid, side="right") / len(pct)
         cdf_ax.plot(grid, cdf, label=name, lw=2.2 if name == MODEL_NAME else 1.2)
-    hist_ax.set_xlabel("training-popularity rank (share of catalog, most popular left)")
-    hist_ax.set_ylabel(f"share of top-{COVERAGE_K} recommendations")
-    hist_ax.set_yscale("log")
-    cdf_ax.set_xlabel("training-popularity rank (share of catalog)")
-    cdf_ax.set_ylabel("cumulative share")
+    hist_ax.set_title(f"Where the top-{COVERAGE_K} picks fall", fontsize="medium")
+    hist_ax.set_xlabel("movie's training-popularity rank (share of catalog, most popular left)")
+    hist_ax.set_ylabel(f"share of all top-{COVERAGE_K} picks (per 5 % of the catalog)")
+    cdf_ax.set_title("The same, cumulative", fontsize="medium")
+    cdf_ax.set_xlabel("movie's training-popularity rank (share of catalog)")
+    cdf_ax.set_ylabel(f"share of top-{COVERAGE_K} picks at or above this rank")
     for ax in (hist_ax, cdf_ax):
         ax.grid(alpha=0.3)
-    cdf_ax.legend(fontsize="small")
+        ax.legend(fontsize="small")
     fig.suptitle(title)
     return _png(fig)
 
@@ -420,7 +428,7 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
     baselines: dict[str, dict] = {}
     popularity = None
     started = time.perf_counter()
-    for baseline in (Popularity(), ItemTransition(), ItemKNN()):
+    for baseline in all_baselines():
         baseline.fit(prepared.folder)
         popularity = baseline.popularity if popularity is None else popularity
         b_metrics, b_ranks, b_top = evaluate_scores(baseline.scorer(data), data, batch_size, KS)
@@ -496,26 +504,13 @@ def _train_epochs(run_dir: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m bst.evaluate", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--run-dir", required=True, help="a finished `python -m bst.train` run")
-    parser.add_argument("--split", default=TEST, choices=(TEST, VALIDATION))
-    parser.add_argument("--batch-size", type=int, default=1024, help="users ranked at a time")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
+    """``python -m bst.evaluate``: arguments as in :func:`bst.cli.evaluate_parser`."""
+    with cli_errors():
+        args = cli.parse("evaluate", argv)
+        cli.setup_logging(args.verbose)
         result = evaluate(args.run_dir, args.split, args.batch_size)
-    except (DataError, UsageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    keys = ("hr@10", "ndcg@10", "mrr", f"coverage@{COVERAGE_K}")
     rows = {MODEL_NAME: result["model"][MODEL_NAME], **result["baselines"]}
-    width = max(len(n) for n in rows)
-    print(f"\n{result['split']} split, full ranking, seen items excluded ({result['users']} users)")
-    print(f"{'':{width}}  " + "  ".join(f"{k:>11}" for k in keys))
-    for name, metrics in rows.items():
-        print(f"{name:{width}}  " + "  ".join(f"{metrics[k]:11.4f}" for k in keys))
+    print("\n" + results_table(result["split"], result["users"], rows))
     print(f"report: {Path(args.run_dir) / 'eval' / 'report.md'}")
     return result
 

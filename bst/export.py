@@ -30,11 +30,13 @@ rounding (``tests/test_export.py``).
 
 from __future__ import annotations
 
-import argparse
+from bst import cli
+
+if __name__ == "__main__":
+    cli.early("export")  # --help and mistakes answer before TensorFlow starts
+
+import json
 import logging
-import shutil
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,9 +45,10 @@ import numpy as np
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import features as F
 from bst.data.records import profile_tokens
-from bst.errors import DataError, UsageError
-from bst.model import load_run
-from bst.versions import next_version
+from bst.errors import UsageError, cli_errors, writable_dir
+from bst.model import load_run, weights_digest
+from bst.tempdirs import clean_stale, make_temp_dir, remove_temp_dir
+from bst.versions import ORIGIN_FILE, describe_origin, newest_version, next_version, read_origin
 
 import tensorflow as tf  # isort: skip
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2  # isort: skip
@@ -76,16 +79,7 @@ class ExportModule(tf.Module):
         self.k = min(int(k), len(vocab))
         self.movie_lookup = _lookup(vocab, F.MOVIE_ID)
         self.profile_lookups = {n: _lookup(prepared.vocabs[n], n) for n in PROFILE_INPUTS}
-        movies = prepared.movies
-        labels = {
-            str(mid): (f"{title} ({int(year)})" if not np.isnan(year) else str(title))
-            for mid, title, year in zip(
-                movies["movie_id"],
-                movies["title"],
-                movies["year"].astype("float64").to_numpy(),
-                strict=True,
-            )
-        }
+        labels = prepared.movie_labels
         self.ids = tf.constant(["", "[UNK]", *vocab])
         self.titles = tf.constant(["", "", *[labels.get(m, m) for m in vocab]])
         # The catalog's item vectors do not depend on the request: computed once
@@ -225,13 +219,56 @@ def prediction_logs(inputs: dict[str, dict[str, list]], model_name: str = "bst")
     return records
 
 
-def export(run_dir: str | Path, out: str | Path, k: int = 10) -> Path:
-    """Write the next version of the SavedModel under ``out``; returns its folder."""
+EXPORT_PREFIX = ".export-"
+
+
+def origin_record(run_dir: str | Path, cfg, model, prepared, k: int) -> dict:
+    """What :data:`bst.versions.ORIGIN_FILE` says about an export."""
+    return {
+        "run_dir": str(Path(run_dir).resolve()),
+        "preset": cfg.preset,
+        "synthetic": bool(cfg.data.synthetic),
+        "data_dir": cfg.data.data_dir,
+        "prepared_dir": cfg.data.prepared_dir,
+        "movies": len(prepared.vocabs[F.MOVIE_ID]),
+        "catalog_sha256": prepared.catalog_fingerprint,
+        "weights_sha256": weights_digest(model),
+        "k": int(k),
+        "bst_version": bst.__version__,
+    }
+
+
+def export(run_dir: str | Path, out: str | Path, k: int = 10, force: bool = False) -> Path:
+    """Write the next version of the SavedModel under ``out``; returns its folder.
+
+    When the newest version already holds this run's weights (same catalog, same ``k``),
+    nothing is written and that version is returned, unless ``force``.
+    """
+    return export_version(run_dir, out, k, force)[0]
+
+
+def export_version(
+    run_dir: str | Path, out: str | Path, k: int = 10, force: bool = False
+) -> tuple[Path, bool]:
+    """:func:`export`, and whether a new version was written."""
     cfg, model, prepared = load_run(run_dir)
+    origin = origin_record(run_dir, cfg, model, prepared, k)
+    base = writable_dir(out, "model folder")
+    newest = newest_version(base)
+    if newest is not None and not force:
+        old = read_origin(newest) or {}
+        same = ("weights_sha256", "catalog_sha256", "k")
+        if all(old.get(key) == origin[key] for key in same):
+            log.info(
+                "version %s already holds these weights (from %s): not writing a copy "
+                "(--force writes one anyway)",
+                newest.name,
+                describe_origin(old),
+            )
+            return newest, False
     module = ExportModule(model, prepared, cfg.model.max_len, k)
-    base = Path(out)
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=base))
+    clean_stale(base, EXPORT_PREFIX)
+    tmp = make_temp_dir(base, EXPORT_PREFIX)
     try:
         tf.saved_model.save(module, str(tmp / "model"), signatures=signatures(module))
         extra = tmp / "model" / "assets.extra"
@@ -240,30 +277,26 @@ def export(run_dir: str | Path, out: str | Path, k: int = 10) -> Path:
         with tf.io.TFRecordWriter(str(extra / "tf_serving_warmup_requests")) as writer:
             for record in warmup_requests(sample):
                 writer.write(record)
+        (tmp / "model" / ORIGIN_FILE).write_text(json.dumps(origin, indent=2) + "\n")
         version = next_version(base)
         final = base / str(version)
         (tmp / "model").rename(final)  # one step: a watching server sees all or nothing
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_temp_dir(tmp)
     log.info("exported %s as version %d: %s", run_dir, version, final)
-    return final
+    return final, True
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
-        prog="python -m bst.export", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--run-dir", required=True, help="a finished `python -m bst.train` run")
-    parser.add_argument("--out", default="saved_models/bst", help="model base folder")
-    parser.add_argument("--k", type=int, default=10, help="recommendations per request")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        path = export(args.run_dir, args.out, args.k)
-    except (DataError, UsageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"exported {path}")
+    """``python -m bst.export``: arguments as in :func:`bst.cli.export_parser`."""
+    with cli_errors():
+        args = cli.parse("export", argv)
+        cli.setup_logging(args.verbose)
+        path, written = export_version(args.run_dir, args.out, args.k, args.force)
+    if written:
+        print(f"exported {path}")
+    else:
+        print(f"{path} already holds this run's weights: nothing written (--force to write a copy)")
     return path
 
 

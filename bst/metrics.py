@@ -55,6 +55,8 @@ def metric_names(ks: Sequence[int] = KS) -> list[str]:
     ]
 
 
+MODEL_NAME = "BST"
+"""The model's row name in every results table."""
 TABLE_METRICS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@10", "ndcg@20", "mrr", "coverage@10")
 """The columns of every results table (``bst.train``, ``bst.evaluate``, the README)."""
 REPORT_METRICS = (*TABLE_METRICS[:4], "ndcg@3", "ndcg@5", *TABLE_METRICS[4:])
@@ -398,6 +400,14 @@ def by_history_length(
             }
         )
     return rows
+
+
+def results_table(split: str, users: int, rows: dict[str, dict]) -> str:
+    """What ``bst.train`` and ``bst.evaluate`` print: a title line and :func:`format_table`."""
+    return (
+        f"{split.capitalize()} split, full ranking, seen items excluded ({users:,} users):\n"
+        + format_table(rows, TABLE_METRICS)
+    )
 
 
 def format_table(rows: dict[str, dict], keys: Sequence[str] = TABLE_METRICS) -> str:

@@ -26,6 +26,7 @@ wrap the model for ``fit`` are in :mod:`bst.task`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,14 @@ def model_inputs(features: dict) -> dict:
     return {name: features[name] for name in MODEL_INPUTS}
 
 
+def weights_digest(model: tf.keras.Model) -> str:
+    """sha256 over every weight array, in order: which weights a run or an export holds."""
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
 def load_run(run_dir: str | Path) -> tuple[Config, tf.keras.Model, Prepared]:
     """(config, model with the run's best weights, Prepared folder) of a finished run."""
     run_dir = Path(run_dir)
@@ -274,5 +283,13 @@ def load_run(run_dir: str | Path) -> tuple[Config, tf.keras.Model, Prepared]:
     cfg = config_lib.load(run_dir / "config.json")
     prepared = Prepared.open(cfg.data.prepared_dir)
     model = build_model(cfg, Tables.from_prepared(prepared))
-    model.load_weights(str(run_dir / "model.weights.h5"))
+    weights = run_dir / "model.weights.h5"
+    try:
+        model.load_weights(str(weights))
+    except (OSError, ValueError, KeyError) as err:  # h5py: truncated, corrupt, wrong shapes
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise UsageError(
+            f"{weights} cannot be loaded ({reason}): the file is damaged or belongs to another "
+            "config; train the run again or copy the file again"
+        ) from None
     return cfg, model, prepared

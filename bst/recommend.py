@@ -30,11 +30,14 @@ signature instead.
 
 from __future__ import annotations
 
-import argparse
+from bst import cli
+
+if __name__ == "__main__":
+    cli.early("recommend")  # --help and mistakes answer before TensorFlow starts
+
 import logging
 import math
 import shutil
-import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,18 +52,18 @@ from bst.client import BSTClient, ServingError
 from bst.config import Config
 from bst.data.prepared import SEQUENCES_FILE, Events, Prepared
 from bst.data.records import profile_tokens
-from bst.errors import DataError, UsageError
+from bst.errors import UsageError, cli_errors
 from bst.metrics import top_k
 from bst.model import load_run, model_inputs
 from bst.pipeline import Featurizer, gap_buckets, rating_indices
-from bst.versions import is_savedmodel, newest_version
+from bst.versions import ORIGIN_FILE, describe_origin, is_savedmodel, newest_version, read_origin
 
 import tensorflow as tf  # isort: skip
 
 log = logging.getLogger("bst.recommend")
 
-DEFAULT_K = 10
-DEFAULT_HISTORY = 10
+DEFAULT_K = cli.DEFAULT_K
+DEFAULT_HISTORY = cli.DEFAULT_HISTORY
 TITLE_WIDTH = 38
 GENRES_WIDTH = 26
 
@@ -148,8 +151,25 @@ class InProcess:
 class _Exported:
     """Shared logic of the SavedModel and the REST sources: filter seen, fall back to ``score``."""
 
+    titles: dict[str, str]  # movie id → title, as the model answered them
+
     def _top(self, history: list[str], profile: dict[str, str] | None) -> list[tuple[str, float]]:
         raise NotImplementedError
+
+    def check_catalog(self, prepared: Prepared, run_dir: Path) -> None:
+        """Refuse a model whose answers name movies differently from the run's catalog
+        (ids that mean other movies, e.g. the tiny demo's model shown with ML-1M titles)."""
+        labels = prepared.movie_labels
+        for movie_id, title in self.titles.items():
+            if movie_id and labels.get(movie_id) != title:
+                here = labels.get(movie_id)
+                raise UsageError(
+                    f"the {self.label} does not belong to {run_dir}: it calls movie "
+                    f"{movie_id} {title!r}, the run "
+                    + (f"{here!r}" if here else "has no such movie")
+                    + "; use a model exported from this run (python -m bst.export "
+                    f"--run-dir {run_dir})"
+                )
 
     def _score(self, history: list[str], candidates: list[str]) -> list[float]:
         raise NotImplementedError
@@ -203,8 +223,26 @@ class SavedModelSource(_Exported):
     def __init__(self, path: Path) -> None:
         self.path = savedmodel_path(path)
         self.label = f"SavedModel {self.path}"
+        self.origin = read_origin(self.path)
         self.loaded = tf.saved_model.load(str(self.path))
         self.signatures = self.loaded.signatures
+        self.titles = {}
+
+    def check_catalog(self, prepared: Prepared, run_dir: Path) -> None:
+        if self.origin is None:
+            log.warning(
+                "%s has no origin record (%s): checking its catalog by the titles it answers",
+                self.path,
+                ORIGIN_FILE,
+            )
+        elif self.origin.get("catalog_sha256") != prepared.catalog_fingerprint:
+            raise UsageError(
+                f"{self.path} was exported from {describe_origin(self.origin)}, whose movie "
+                f"catalog is not {run_dir}'s ({len(prepared.vocabs[F.MOVIE_ID]):,} movies): its "
+                f"ids would be shown with the wrong titles; use a model exported from this run "
+                f"(python -m bst.export --run-dir {run_dir})"
+            )
+        super().check_catalog(prepared, run_dir)
 
     def _top(self, history: list[str], profile: dict[str, str] | None) -> list[tuple[str, float]]:
         row = tf.constant([history or [""]], tf.string)  # (1, n)
@@ -214,6 +252,8 @@ class SavedModelSource(_Exported):
         else:
             out = self.signatures["serving_default"](history=row)
         ids = [m.decode() for m in out["movie_ids"].numpy()[0]]
+        titles = [t.decode() for t in out["titles"].numpy()[0]]
+        self.titles = dict(zip(ids, titles, strict=True))
         return list(zip(ids, out["scores"].numpy()[0].astype(float).tolist(), strict=True))
 
     def _score(self, history: list[str], candidates: list[str]) -> list[float]:
@@ -230,9 +270,11 @@ class ServerSource(_Exported):
     def __init__(self, url: str) -> None:
         self.client = BSTClient(url, timeout=60.0)
         self.label = f"server {self.client.base_url}"
+        self.titles = {}
 
     def _top(self, history: list[str], profile: dict[str, str] | None) -> list[tuple[str, float]]:
         answer = self.client.recommend([history], [profile] if profile else None)[0]
+        self.titles = dict(zip(answer["movie_ids"], answer["titles"], strict=True))
         return list(zip(answer["movie_ids"], answer["scores"], strict=True))
 
     def _score(self, history: list[str], candidates: list[str]) -> list[float]:
@@ -331,6 +373,8 @@ def recommend(
     else:
         source = InProcess(run_dir)
     picks = source.recommend(events, profile, seen, catalog, k)
+    if isinstance(source, _Exported):
+        source.check_catalog(prepared, run_dir)
     counts = Popularity().fit(prepared).popularity
     shown = []
     start = max(len(events.movie_ids) - history, 0)
@@ -450,27 +494,10 @@ def format_result(result: dict, width: int | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m bst.recommend", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--run-dir", required=True, help="a `python -m bst.train` run folder")
-    who = parser.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", help="a user id of the run's data (their whole history is used)")
-    who.add_argument("--movies", help="a new user: movie ids in time order, e.g. 1193,661,914")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--model", help="exported SavedModel folder (newest version is used)")
-    where.add_argument("--server", help="TF Serving REST base URL, e.g. http://127.0.0.1:8501")
-    parser.add_argument("--k", type=int, default=DEFAULT_K, help="recommendations to show")
-    parser.add_argument(
-        "--history", type=int, default=DEFAULT_HISTORY, help="recent history events to show"
-    )
-    args = parser.parse_args(argv)
-    if args.k < 1:
-        parser.error(f"--k must be positive, got {args.k}")
-    if args.history < 0:
-        parser.error(f"--history must be >= 0, got {args.history}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
+    """``python -m bst.recommend``: arguments as in :func:`bst.cli.recommend_parser`."""
+    with cli_errors(ServingError):
+        args = cli.parse("recommend", argv)
+        cli.setup_logging(args.verbose)
         result = recommend(
             args.run_dir,
             user=args.user,
@@ -480,9 +507,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
             k=args.k,
             history=args.history,
         )
-    except (DataError, UsageError, ServingError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(format_result(result))
     return result
 

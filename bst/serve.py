@@ -53,9 +53,17 @@ Where it follows TF Serving, and where it differs:
 
 from __future__ import annotations
 
+from bst import cli
+
+if __name__ == "__main__":
+    cli.early("serve")  # --help and mistakes answer before TensorFlow starts
+
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
@@ -64,7 +72,7 @@ import tensorflow as tf  # isort: skip
 import uvicorn  # isort: skip
 
 
-from bst.errors import DataError, UsageError
+from bst.errors import UsageError, cli_errors
 from bst.serving.rest import bind_socket, create_app, is_loopback
 from bst.serving.servable import ModelDirError
 
@@ -95,51 +103,20 @@ def set_tf_threads(intra_op: int = 0, inter_op: int = 0) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bst.serve", description=__doc__.split("\n")[0])
-    parser.add_argument("--model-dir", default="saved_models/bst", help="model base folder")
-    parser.add_argument("--port", type=int, default=8501, help="REST port (TF Serving's is 8501)")
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the server"
-    )
-    parser.add_argument("--model-name", default="bst", help="model name in the URLs")
-    parser.add_argument("--max-batch", type=int, default=256, help="most rows per request")
-    parser.add_argument(
-        "--max-body-bytes", type=int, default=1 << 20, help="largest request body (413 above)"
-    )
-    parser.add_argument(
-        "--poll-seconds", type=float, default=2.0, help="seconds between new-version scans"
-    )
-    parser.add_argument(
-        "--no-batching",
-        dest="batching",
-        action="store_false",
-        help="run each request alone (default: merge concurrent requests into one call)",
-    )
-    parser.add_argument(
-        "--intra-op-threads",
-        type=int,
-        default=0,
-        help="threads one TF op may use (TF Serving's --tensorflow_intra_op_parallelism; "
-        "0 = TF's choice, one per core)",
-    )
-    parser.add_argument(
-        "--inter-op-threads",
-        type=int,
-        default=0,
-        help="TF ops run at once (TF Serving's --tensorflow_inter_op_parallelism; 0 = TF's choice)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        set_tf_threads(args.intra_op_threads, args.inter_op_threads)
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """``python -m bst.serve``: arguments as in :func:`bst.cli.serve_parser`."""
+    with cli_errors(ModelDirError, interrupted="server stopped"):
+        args = cli.parse("serve", argv)
+        cli.setup_logging(args.verbose)
+        return serve(args)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Bind, load the newest version, serve until stopped (errors as :class:`cli_errors`)."""
+    set_tf_threads(args.intra_op_threads, args.inter_op_threads)
     try:
         sock = bind_socket(args.host, args.port)  # first: a busy port fails before the model loads
     except OSError as err:
-        print(f"error: cannot listen on {args.host}:{args.port}: {err.strerror}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
     try:
         app = create_app(
             args.model_dir,
@@ -149,10 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             poll_seconds=args.poll_seconds,
             batching=args.batching,
         )
-    except (ModelDirError, UsageError, DataError) as err:
+    except BaseException:
         sock.close()
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise
     host, port = sock.getsockname()[:2]
     if not is_loopback(host):
         log.warning("listening on %s: reachable from the network, with no authentication", host)
@@ -166,8 +142,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.model_name,
     )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    server = _Server(config)
+    server.run(sockets=[sock])
+    if signal.SIGINT in server.stopped_by:
+        raise KeyboardInterrupt  # after the graceful shutdown: cli_errors → exit 130
+    if signal.SIGTERM in server.stopped_by:
+        print("terminated; server stopped", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM)
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping gracefully on SIGINT/SIGTERM without re-raising the
+    signal inside its event loop (which logs a lifespan traceback); the caller sees which
+    signal stopped it in ``stopped_by``."""
+
+    def __init__(self, config: uvicorn.Config):
+        super().__init__(config)
+        self.stopped_by: list[int] = []
+
+    def handle_exit(self, sig: int, frame) -> None:
+        self.stopped_by.append(sig)
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

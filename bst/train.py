@@ -25,8 +25,11 @@ bfloat16 (TPU).
 
 from __future__ import annotations
 
-import argparse
-import hashlib
+from bst import cli
+
+if __name__ == "__main__":
+    cli.early("train")  # --help and mistakes answer before TensorFlow starts
+
 import json
 import logging
 import math
@@ -35,11 +38,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import config as config_lib
-from bst.baselines import ItemTransition, Popularity
+from bst.baselines import all_baselines
 from bst.callbacks import (
     BackupLogger,
     Progress,
@@ -61,17 +62,19 @@ from bst.devices import (
     strategy_name,
     task_info,
 )
-from bst.errors import DataError, UsageError
+from bst.errors import cli_errors, writable_dir
 from bst.export import export
 from bst.metrics import (
     KS,
+    MODEL_NAME,
     SELECTION_METRIC,
     TABLE_METRICS,
     evaluate_scores,
     format_table,
     load_eval_data,
+    results_table,
 )
-from bst.model import Tables, build_model
+from bst.model import Tables, build_model, weights_digest
 from bst.optim import SchedulePlanner, make_optimizer
 from bst.pipeline import make_dataset
 from bst.scoring import rank_metrics
@@ -93,19 +96,12 @@ def count_train_windows(prepared: Prepared, max_len: int, all_windows: bool) -> 
     )
 
 
-def weights_digest(model: tf.keras.Model) -> str:
-    digest = hashlib.sha256()
-    for w in model.get_weights():
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return digest.hexdigest()
-
-
 def train(
     cfg: Config, run_dir: str | Path, tpu: str | None = None, export_dir: str | None = None
 ) -> dict:
     """Train, evaluate and write the run folder; returns the metrics dict."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = config_lib.validate(cfg)
+    run_dir = writable_dir(run_dir, "run folder")
     chief = is_chief()
     kind, index, workers = task_info()
     strategy = make_strategy(tpu)
@@ -189,7 +185,7 @@ def train(
     test_data = load_eval_data(prepared, "test")
     test = rank_metrics(model, cfg, "test", test_data)
     baselines = {}
-    for baseline in (Popularity(), ItemTransition()):
+    for baseline in all_baselines():
         baseline.fit(prepared)
         baselines[baseline.name], _, _ = evaluate_scores(
             baseline.scorer(test_data), test_data, ks=KS
@@ -218,7 +214,7 @@ def train(
         "planned_steps": int(trainer.planned_steps.numpy()),
         "history": read_history(history_path),
     }
-    table = format_table({"BST": test, **baselines}, TABLE_METRICS)
+    table = format_table({MODEL_NAME: test, **baselines}, TABLE_METRICS)
     if chief:
         model.save_weights(str(run_dir / "model.weights.h5"))
         if export_dir:
@@ -234,51 +230,21 @@ def train(
         out = run_dir / "workers" / f"{kind}-{index}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(f"\nTest split, full ranking, seen items excluded ({test['users']} users):\n{table}")
+    print("\n" + results_table("test", test["users"], {MODEL_NAME: test, **baselines}))
     print(
         f"{epochs} epoch{'s' if epochs != 1 else ''}, {train_seconds:.0f} s; run folder: {run_dir}"
     )
+    if result.get("exported"):
+        print(f"exported the model as {result['exported']}")
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m bst.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="ml1m", choices=sorted(config_lib.PRESETS))
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set model.num_blocks=2 (repeatable)",
-    )
-    parser.add_argument(
-        "--data-dir", default=None, help="raw data folder (default $BST_DATA_DIR or ~/.cache/bst)"
-    )
-    parser.add_argument("--format", choices=("ml1m", "sasrec"), default=None)
-    parser.add_argument("--run-dir", default=None, help="run folder (default runs/<preset>)")
-    parser.add_argument("--tpu", default=None, help="TPU name or address: use TPUStrategy")
-    parser.add_argument(
-        "--export-dir",
-        default="saved_models/bst",
-        help="export the trained model here as the next SavedModel version ('' to skip)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        cfg = config_lib.preset(args.preset)
-        updates = config_lib.parse_overrides(args.overrides)
-        if args.data_dir:
-            updates["data.data_dir"] = args.data_dir
-        if args.format:
-            updates["data.format"] = args.format
-        cfg = config_lib.replace(cfg, updates)
-        return train(
-            cfg, args.run_dir or f"runs/{args.preset}", tpu=args.tpu, export_dir=args.export_dir
-        )
-    except (DataError, UsageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """``python -m bst.train``: arguments as in :func:`bst.cli.train_parser`."""
+    with cli_errors(interrupted="resume with the same command"):
+        args = cli.parse("train", argv)
+        cli.setup_logging(args.verbose)
+        return train(args.cfg, args.run_dir, tpu=args.tpu, export_dir=args.export_dir)
 
 
 if __name__ == "__main__":

@@ -57,3 +57,30 @@ def newest_version(base: str | Path) -> Path | None:
 def next_version(base: str | Path) -> int:
     """One more than every version-named folder under ``base`` (complete or not)."""
     return max(find_versions(base, complete=False), default=0) + 1
+
+
+# Where an export records what it was made from (TF Serving ignores assets.extra/ files
+# other than its warm-up requests): the run, its preset and data, the catalog
+# fingerprint (:attr:`bst.data.prepared.Prepared.catalog_fingerprint`) and the weights.
+ORIGIN_FILE = Path("assets.extra") / "bst_origin.json"
+
+
+def read_origin(version_dir: str | Path) -> dict | None:
+    """The export's origin record, or None for a SavedModel without one (an older export,
+    or not bst's)."""
+    import json
+
+    path = Path(version_dir) / ORIGIN_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def describe_origin(origin: dict | None) -> str:
+    """One phrase for logs: ``run runs/ml1m (preset ml1m, 3,706 movies)``."""
+    if not origin:
+        return "an export without an origin record"
+    data = "synthetic data" if origin.get("synthetic") else f"{origin.get('movies', '?'):,} movies"
+    return f"run {origin.get('run_dir', '?')} (preset {origin.get('preset', '?')}, {data})"

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst.config import default_data_dir
 from bst.data.prepare import FORMATS, prepare
-from bst.errors import DataError, UsageError
+from bst.errors import cli_errors
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -40,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--enriched", default=None, help="CSV from pipelines.enrich (overviews)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
+    with cli_errors():
         manifest = prepare(
             args.data_dir or default_data_dir(),
             args.out,
@@ -49,9 +48,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
             args.num_shards,
             args.enriched,
         )
-    except (DataError, UsageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     c, s = manifest["counts"], manifest["splits"]
     print(
         f"{c['ratings']} ratings, {c['users']} users, {c['movies']} movies → "

@@ -141,7 +141,9 @@ def test_missing_and_empty_files(tmp_path):
         DataError, match=r"ratings.dat: file is empty; expected lines like 'UserID::MovieID"
     ):
         read_ratings(tmp_path / "ratings.dat")
-    with pytest.raises(DataError, match="missing users.dat, movies.dat"):
+    with pytest.raises(
+        DataError, match=r"users.dat, movies.dat are missing in .* \(found ratings.dat\)"
+    ):
         load_movielens(tmp_path)
 
 

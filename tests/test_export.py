@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -38,14 +39,67 @@ def loaded(exported):
     return tf.saved_model.load(str(exported[1]))
 
 
-def test_versions_increase_and_nothing_half_written(exported, trained_run):
+def test_versions_increase_and_nothing_half_written(exported, trained_run, capsys):
     base, first = exported
     assert first == base / "1"
-    second = export_cli.export(trained_run, base, k=5)
+    # the same weights again: no copy, unless --force
+    again = export_cli.main(["--run-dir", str(trained_run), "--out", str(base), "--k", "5"])
+    assert again == first and "nothing written" in capsys.readouterr().out
+    assert sorted(p.name for p in base.iterdir()) == ["1"]
+    second = export_cli.main(
+        ["--run-dir", str(trained_run), "--out", str(base), "--k", "5", "--force"]
+    )
     assert second == base / "2"
-    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]  # no temporary folders left
+    # no temporary folders (or their owner files) left
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
     assert (first / "assets.extra" / "tf_serving_warmup_requests").is_file()
     shutil.rmtree(second)
+
+
+def test_origin_record_names_run_catalog_and_weights(exported, trained_run):
+    from bst.data.prepared import Prepared
+    from bst.model import weights_digest
+    from bst.versions import read_origin
+
+    _, first = exported
+    origin = read_origin(first)
+    cfg, model, prepared = load_run(trained_run)
+    assert origin["run_dir"] == str(trained_run.resolve()) and origin["preset"] == "tiny"
+    assert origin["synthetic"] is True and origin["k"] == 5
+    assert origin["catalog_sha256"] == Prepared.open(cfg.data.prepared_dir).catalog_fingerprint
+    assert origin["weights_sha256"] == weights_digest(model)
+
+
+def test_stale_export_temporaries_of_dead_processes_are_removed(exported, trained_run, tmp_path):
+    import json as json_
+    import socket
+
+    base = tmp_path / "bst"
+    base.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    host = socket.gethostname()
+    for name, owner in (
+        (".export-dead", {"host": host, "pid": int(dead)}),
+        (".export-alive", {"host": host, "pid": os.getpid()}),
+        (".export-other-host", {"host": "elsewhere", "pid": int(dead)}),
+    ):
+        (base / name / "model").mkdir(parents=True)
+        (base / f"{name}.owner").write_text(json_.dumps(owner))
+    (base / ".export-no-owner").mkdir()  # not provably ours: kept
+    export_cli.export(trained_run, base, k=5)
+    assert sorted(p.name for p in base.iterdir()) == [
+        ".export-alive",
+        ".export-alive.owner",
+        ".export-no-owner",
+        ".export-other-host",
+        ".export-other-host.owner",
+        "1",
+    ]
 
 
 def test_same_top_k_as_the_in_memory_model(run, loaded):

@@ -35,6 +35,25 @@ def test_notebook_is_committed_without_outputs():
     assert notebook["nbformat"] == 4 and len(notebook["cells"]) > 10
 
 
+def test_the_documented_launch_command_exists():
+    """notebooks/README.md says `pip install -e ".[notebook]"`, then `jupyter lab ...`."""
+    import re
+    import shutil
+    import subprocess
+
+    readme = (NOTEBOOK.parent / "README.md").read_text(encoding="utf-8")
+    assert 'pip install -e ".[notebook]"' in readme
+    assert re.search(r"^jupyter lab notebooks/movielens_bst.ipynb", readme, re.MULTILINE)
+    if importlib.util.find_spec("jupyterlab") is None:
+        pytest.skip('JupyterLab is not installed: python -m pip install -e ".[notebook]"')
+    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent))
+    assert jupyter, "the notebook extra installs the `jupyter` command beside python"
+    proc = subprocess.run(
+        [jupyter, "lab", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and re.match(r"\d+\.\d+", proc.stdout.strip()), proc.stderr
+
+
 def test_strip_outputs_round_trip(tmp_path):
     stripper = load_stripper()
     notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))

@@ -169,6 +169,49 @@ def test_server_matches_in_process_for_movie_list(trained_run, exported):
     )
 
 
+@pytest.fixture()
+def other_catalog_run(trained_run, tmp_path) -> Path:
+    """A copy of the run whose prepared catalog names one movie differently."""
+    import shutil
+
+    cfg = json.loads((trained_run / "config.json").read_text())
+    prepared = tmp_path / "prepared"
+    shutil.copytree(cfg["data"]["prepared_dir"], prepared)
+    movies = (prepared / "movies.tsv").read_text().splitlines()
+    vocab = vocab_of(trained_run)
+    for i, line in enumerate(movies):
+        fields = line.split("\t")
+        if fields[0] in vocab:
+            fields[1] = "Another Movie"
+            movies[i] = "\t".join(fields)
+    (prepared / "movies.tsv").write_text("\n".join(movies) + "\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg["data"]["prepared_dir"] = str(prepared)
+    (run / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(trained_run / "model.weights.h5", run / "model.weights.h5")
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("via", ["model", "server"])
+def test_a_model_from_another_catalog_is_refused(other_catalog_run, exported, capsys, via):
+    from bst.serving import rest
+
+    vocab = vocab_of(other_catalog_run)
+    argv = ["--run-dir", str(other_catalog_run), "--movies", vocab[3]]
+    with pytest.raises(SystemExit) as info:
+        if via == "model":
+            rec.main([*argv, "--model", str(exported)])
+        else:
+            with rest.ServerThread(rest.create_app(exported, poll_seconds=0)) as server:
+                rec.main([*argv, "--server", server.url])
+    assert info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "use a model exported from this run" in err[0], err
+    assert ("whose movie catalog is not" if via == "model" else "Another Movie") in err[0]
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -234,6 +234,85 @@ def test_bad_request_gets_tf_style_error_and_server_keeps_serving(
     good_request_works(server.url)
 
 
+def _raw(url: str, method: str, path: str, body: bytes | None = None):
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 2_000 + b"]" * 2_000,  # a RecursionError in json.loads (under MAX_BODY)
+        b'{"instances": ' + b"[" * 900 + b'"1"' + b"]" * 900 + b"}",  # ... in the codec
+        b'{"instances": [{"history": [[["1"]]]}]}',  # one level deeper than rank 2 allows
+    ],
+    ids=["2000 levels", "900 levels in instances", "rank + 1"],
+)
+def test_deep_nesting_is_a_400_with_one_log_line_at_most(server, body, caplog):
+    with caplog.at_level("INFO", logger="bst.serve"):
+        status, _, payload = _raw(server.url, "POST", "/v1/models/bst:predict", body)
+    assert status == 400, payload[:300]
+    answer = json.loads(payload)
+    assert set(answer) == {"error"} and "nests" in answer["error"], answer
+    assert len(caplog.records) <= 1
+    good_request_works(server.url)
+
+
+def test_json_depth_skips_brackets_inside_strings():
+    assert rest.json_depth(b'{"a": "[[[[{{{{", "b": [1, [2]]}') == 3
+    assert rest.json_depth(b'{"a": "x\\"[[[", "b": 1}') == 1
+    assert rest.json_depth(b"7") == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/models/bst/versions/" + "9" * 5000, "/v1/models/bst/versions/" + "9" * 19 + ":predict"],
+)
+def test_huge_version_number_is_not_found(server, path):
+    method = "POST" if path.endswith(":predict") else "GET"
+    body = json.dumps({"instances": [{"history": ["1"]}]}).encode() if method == "POST" else None
+    status, _, payload = _raw(server.url, method, path, body)
+    assert status == 404, payload[:300]
+    assert "Servable not found" in json.loads(payload)["error"]
+
+
+def test_head_is_get_without_a_body_and_options_is_a_json_405(server):
+    status, headers, payload = _raw(server.url, "HEAD", "/v1/models/bst")
+    got, get_headers, get_payload = _raw(server.url, "GET", "/v1/models/bst")
+    assert (status, got) == (200, 200) and payload == b""
+    assert headers["content-length"] == str(len(get_payload))
+    assert headers["content-type"] == get_headers["content-type"] == "application/json"
+    for method in ("OPTIONS", "PUT", "DELETE"):
+        status, headers, payload = _raw(server.url, method, "/v1/models/bst")
+        assert status == 405 and headers["allow"] == "GET, HEAD, POST"
+        assert set(json.loads(payload)) == {"error"}
+
+
+def test_client_disconnect_mid_body_logs_one_short_line(server, caplog):
+    parts = urlsplit(server.url)
+    with caplog.at_level("INFO"):
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/models/bst:predict HTTP/1.1\r\nHost: x\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"inst'
+            )
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(
+            "disconnected" in r.getMessage() for r in caplog.records
+        ):
+            time.sleep(0.05)
+    lines = [r for r in caplog.records if r.levelname != "DEBUG"]
+    assert any("disconnected before sending its whole body" in r.getMessage() for r in lines)
+    assert not any(r.exc_info for r in lines) and len(lines) <= 2, [r.getMessage() for r in lines]
+    good_request_works(server.url)
+
+
 # ---------------------------------------------------------------- client
 
 

@@ -235,3 +235,41 @@ def test_two_workers_end_with_identical_weights(tmp_path):
     assert chief["strategy"] == "MultiWorkerMirroredStrategy" and chief["replicas"] == 2
     assert chief["weights_sha256"] == other["weights_sha256"]
     assert chief["test"] == other["test"]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--preset", "tiny", "--run-dir", "runs/demo"], "runs/demo/saved_models/bst"),
+        (["--preset", "ml1m", "--run-dir", "runs/x"], "saved_models/bst"),
+        (["--preset", "tiny", "--export-dir", "elsewhere"], "elsewhere"),
+        (["--preset", "tiny", "--export-dir", ""], ""),
+    ],
+)
+def test_a_synthetic_demo_never_exports_over_the_real_model(monkeypatch, argv, expected):
+    seen = {}
+    monkeypatch.setattr(
+        train_cli, "train", lambda cfg, run_dir, tpu, export_dir: seen.update(export_dir=export_dir)
+    )
+    train_cli.main(argv)
+    assert seen["export_dir"] == expected
+
+
+def test_projector_appears_under_the_parent_of_the_run_folders(trained_run):
+    """`tensorboard --logdir runs/` (the README's command) lists the run's projector."""
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
+    from werkzeug.test import Client
+
+    root = str(trained_run.parent)  # the folder holding the run folders, like runs/
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(root)
+    mux.Reload()
+    provider = data_provider.MultiplexerDataProvider(mux, root)
+    plugin = ProjectorPlugin(
+        base_plugin.TBContext(logdir=root, data_provider=provider, multiplexer=mux)
+    )
+    client = Client(plugin.get_plugin_apps()["/runs"])
+    runs = json.loads(client.get("/runs").get_data())
+    assert f"{trained_run.name}/logs/projector" in runs, runs

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -24,8 +23,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bst.data.movielens import find_movielens_files
+from bst.data.movielens import find_movielens_files, movielens_files_present
 from bst.errors import DataError
+from bst.tempdirs import clean_stale, make_temp_dir, remove_temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,16 @@ def verify_md5(path: str | Path, expected: str) -> None:
         )
 
 
-def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
-    """Extract ``archive`` into ``target``, refusing members that would land outside it.
+# The real ml-1m.zip unpacks to 24 MiB; anything past this is not a MovieLens release
+# (or is a zip bomb). Python's zipfile stops each member at its declared size.
+MAX_UNPACKED_BYTES = 2 << 30
+
+
+def safe_extract(
+    archive: str | Path, target: str | Path, max_bytes: int = MAX_UNPACKED_BYTES
+) -> list[Path]:
+    """Extract ``archive`` into ``target``, refusing members that would land outside it
+    and archives that unpack to more than ``max_bytes`` (2 GiB by default).
 
     Checks every member before writing anything, so a hostile archive leaves no files.
     """
@@ -75,6 +83,15 @@ def safe_extract(archive: str | Path, target: str | Path) -> list[Path]:
                 )
             if (info.external_attr >> 16) & 0o170000 == 0o120000:
                 raise DataError(f"unsafe member {name!r} is a symbolic link", archive)
+        total = sum(info.file_size for info in zf.infolist())
+        if total > max_bytes:
+            biggest = max(zf.infolist(), key=lambda info: info.file_size)
+            raise DataError(
+                f"refusing to extract: it unpacks to {total / 2**20:,.0f} MiB (largest member "
+                f"{biggest.filename!r}, {biggest.file_size / 2**20:,.0f} MiB), over the "
+                f"{max_bytes / 2**20:,.0f} MiB limit (ml-1m.zip unpacks to 24 MiB)",
+                archive,
+            )
         target.mkdir(parents=True, exist_ok=True)
         written = []
         for info in zf.infolist():
@@ -117,10 +134,8 @@ def download(url: str, dest: str | Path, expected_md5: str | None = None) -> Pat
 def ensure_movielens(folder: str | Path, url: str = ML1M_URL, md5: str = ML1M_MD5) -> Path:
     """A folder holding the three ML-1M ``.dat`` files, downloading them if needed."""
     folder = Path(folder).expanduser()
-    try:
-        return find_movielens_files(folder)
-    except DataError:
-        pass
+    if movielens_files_present(folder):  # the user's own files: never download over them
+        return find_movielens_files(folder)  # or the error naming the missing ones
     archive = folder / ML1M_ZIP
     if not archive.is_file():
         log.info("downloading %s into %s", url, folder)
@@ -128,7 +143,8 @@ def ensure_movielens(folder: str | Path, url: str = ML1M_URL, md5: str = ML1M_MD
     else:
         log.info("verifying %s", archive)
         verify_md5(archive, md5)
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder))
+    clean_stale(folder, ".extract-")
+    tmp = make_temp_dir(folder, ".extract-")
     try:
         safe_extract(archive, tmp)
         extracted = find_movielens_files(tmp)
@@ -137,6 +153,6 @@ def ensure_movielens(folder: str | Path, url: str = ML1M_URL, md5: str = ML1M_MD
         for item in extracted.iterdir():  # only the release's own files are replaced
             item.replace(final / item.name)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_temp_dir(tmp)
     log.info("extracted %s into %s", archive.name, final)
     return find_movielens_files(final)

@@ -116,14 +116,52 @@ def read_fields(
     return frame
 
 
+# Unix seconds up to 2100-01-01: a wider value is a unit mistake (ms, us) or corruption.
+MAX_TIMESTAMP = 4_102_444_800
+_MAX_DIGITS = 18  # every 18-digit number fits int64 (max 9.2e18)
+_INT_RE = rf"^\s*\d{{1,{_MAX_DIGITS}}}\s*$"
+
+
 def to_int(frame: pd.DataFrame, column: str, path: Path, what: str) -> np.ndarray:
-    """Column ``column`` as int64, or a DataError naming the first non-integer line."""
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(values) | (values != np.floor(values)))
+    """Column ``column`` as int64, or a DataError naming the first line that is not a
+    non-negative integer of at most 18 digits (so it fits int64 exactly: no ``1e30``,
+    no ``-3``, no ``2.0``, no 20-digit id)."""
+    with np.errstate(all="ignore"):
+        fast = pd.to_numeric(frame[column], errors="coerce")
+    if fast.dtype == np.int64 and len(fast) and fast.min() >= 0:  # all plain integers
+        return fast.to_numpy()
+    text = frame[column].astype(str)
+    bad = np.flatnonzero(~text.str.match(_INT_RE).to_numpy(dtype=bool))
     if bad.size:
         i = int(bad[0])
-        raise DataError(f"expected an integer {what}, got {frame[column].iloc[i]!r}", path, i + 1)
-    return values.astype(np.int64)
+        value = text.iloc[i].strip()
+        if value.isdigit():
+            message = (
+                f"expected an integer {what} of at most {_MAX_DIGITS} digits (int64), got "
+                f"{value[:30]!r}{'...' if len(value) > 30 else ''} ({len(value)} digits)"
+            )
+        elif value.startswith("-") and value[1:].isdigit():
+            message = f"expected a non-negative integer {what}, got {value[:30]!r}"
+        else:
+            message = f"expected an integer {what}, got {value[:30]!r}"
+        raise DataError(message, path, i + 1)
+    return text.str.strip().astype(np.int64).to_numpy()
+
+
+def check_ids_and_times(frame: pd.DataFrame, path: Path) -> None:
+    """Ids ≥ 0 (the parse already guarantees int64) and timestamps in Unix seconds in
+    ``0..MAX_TIMESTAMP`` (2100-01-01): anything else names the file, line and value."""
+    for column, what in (("user_id", "a UserID"), ("movie_id", "a MovieID")):
+        if column in frame:
+            _check_range(frame[column].to_numpy(), 0, np.iinfo(np.int64).max, path, what)
+    if "timestamp" in frame:
+        _check_range(
+            frame["timestamp"].to_numpy(),
+            0,
+            MAX_TIMESTAMP,
+            path,
+            "a Timestamp (Unix seconds up to 2100-01-01)",
+        )
 
 
 def _check_range(values: np.ndarray, low: int, high: int, path: Path, what: str) -> None:
@@ -159,20 +197,24 @@ def _read_ratings_fast(path: Path) -> pd.DataFrame | None:
             sep=_INTERNAL_SEP,
             header=None,
             names=list(RATINGS_COLUMNS),
-            dtype=np.int64,
             engine="c",
             skip_blank_lines=False,
         )
-    except (ValueError, pd.errors.ParserError):
+    except (ValueError, OverflowError, pd.errors.ParserError):
         return None
-    return out if len(out) == lines else None
+    # Inferred, not forced, dtypes: forcing int64 would cast "1e30" to INT64_MIN. Only
+    # plain integers that fit int64 infer as int64; anything else takes the slow path.
+    if len(out) != lines or any(out[c].dtype != np.int64 for c in RATINGS_COLUMNS):
+        return None
+    return out
 
 
 def read_ratings(path: str | Path) -> pd.DataFrame:
     """``ratings.dat`` → columns user_id, movie_id, rating, timestamp (int64), file order kept."""
     path = Path(path)
     out = _read_ratings_fast(path)
-    if out is not None:
+    if out is not None and (out.to_numpy() >= 0).all():
+        check_ids_and_times(out, path)
         _check_range(out["rating"].to_numpy(), 1, 5, path, "a rating")
         log.info("%s: %d ratings", path.name, len(out))
         return out
@@ -185,6 +227,7 @@ def read_ratings(path: str | Path) -> pd.DataFrame:
             "timestamp": to_int(frame, "timestamp", path, "Timestamp"),
         }
     )
+    check_ids_and_times(out, path)
     _check_range(out["rating"].to_numpy(), 1, 5, path, "a rating")
     log.info("%s: %d ratings", path.name, len(out))
     return out
@@ -303,13 +346,38 @@ def reconcile(
     return out
 
 
+def movielens_files_present(folder: str | Path) -> list[str]:
+    """Which of the three ``.dat`` names are in ``folder`` or ``folder/ml-1m``."""
+    folder = Path(folder)
+    return [
+        name
+        for name in _EXAMPLES
+        if (folder / name).is_file() or (folder / "ml-1m" / name).is_file()
+    ]
+
+
 def find_movielens_files(folder: str | Path) -> Path:
-    """The folder holding ratings.dat, users.dat and movies.dat (``folder`` or ``folder/ml-1m``)."""
+    """The folder holding ratings.dat, users.dat and movies.dat (``folder`` or ``folder/ml-1m``).
+
+    A folder holding some of the three but not all is an error naming the missing ones.
+    """
     folder = Path(folder)
     for candidate in (folder, folder / "ml-1m"):
         if all((candidate / name).is_file() for name in _EXAMPLES):
             return candidate
-    missing = [n for n in _EXAMPLES if not (folder / n).is_file()]
+    candidate = folder
+    if any((folder / "ml-1m" / n).is_file() for n in _EXAMPLES) and not any(
+        (folder / n).is_file() for n in _EXAMPLES
+    ):
+        candidate = folder / "ml-1m"
+    missing = [n for n in _EXAMPLES if not (candidate / n).is_file()]
+    present = [n for n in _EXAMPLES if (candidate / n).is_file()]
+    if present:
+        raise DataError(
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing in {candidate} "
+            f"(found {', '.join(present)}); MovieLens-1M needs all of ratings.dat, users.dat "
+            "and movies.dat"
+        )
     raise DataError(
         f"no MovieLens-1M files in {folder}: missing {', '.join(missing)}. Put ratings.dat, "
         "users.dat and movies.dat there (or ml-1m.zip from https://grouplens.org/datasets/movielens/1m/)",

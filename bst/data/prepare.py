@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +45,8 @@ from bst.data.prepared import (
 from bst.data.sasrec import ITEM_MAP, SASREC_FILE, USER_MAP, load_sasrec
 from bst.data.split import SPLITS, TEST, TRAIN, VALIDATION, split_by_time
 from bst.data.synthetic import generate
-from bst.errors import DataError, UsageError
+from bst.errors import DataError, UsageError, writable_dir
+from bst.tempdirs import clean_stale, make_temp_dir, remove_temp_dir
 from bst.text import build_overview_tokens
 from bst.vocab import build_vocabularies, write_vocabularies
 
@@ -216,11 +216,15 @@ def prepare(
         raise UsageError(f"num_shards must be >= 1, got {num_shards}")
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    out = Path(out)
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output folder {out} is a file, not a folder")
+    writable_dir(out.parent, "output folder's parent")  # before the (long) read
     started = time.perf_counter()
     ml, inputs = load_source(fmt, data_dir, side_data_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    prefix = f".{out.name}.tmp-"
+    clean_stale(out.parent, prefix)
+    tmp = make_temp_dir(out.parent, prefix)
     try:
         stats = write_outputs(ml, tmp, num_shards, enriched)
         ratings = ml.ratings
@@ -246,7 +250,7 @@ def prepare(
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _replace_dir(tmp, out)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_temp_dir(tmp)
     log.info(
         "prepared %d ratings of %d users into %s in %.1f s",
         manifest["counts"]["ratings"],
@@ -282,7 +286,13 @@ def ensure_prepared(cfg: Config, run_dir: Path, chief: bool = True) -> Config:
     the chief waits (up to 10 minutes) for the chief to prepare it.
     """
     prepared = Path(cfg.data.prepared_dir or run_dir / "prepared").resolve()
-    cfg = config_lib.replace(cfg, {"data.prepared_dir": str(prepared)})
+    # Absolute, resolved paths: the saved config reruns the run from any folder.
+    paths = {
+        f"data.{key}": str(Path(value).expanduser().resolve())
+        for key in ("data_dir", "side_data_dir", "enriched")
+        if (value := getattr(cfg.data, key))
+    }
+    cfg = config_lib.replace(cfg, {"data.prepared_dir": str(prepared), **paths})
     if is_prepared(prepared):
         log.info("using prepared data in %s", prepared)
         return cfg
@@ -304,6 +314,7 @@ def ensure_prepared(cfg: Config, run_dir: Path, chief: bool = True) -> Config:
         )
     elif not data_dir:
         data_dir = str(config_lib.default_data_dir())
+        cfg = config_lib.replace(cfg, {"data.data_dir": data_dir})  # say what was used
     log.info("preparing %s data from %s into %s", cfg.data.format, data_dir, prepared)
     prepare(
         data_dir,

@@ -15,6 +15,7 @@ parses ``sequences.tsv`` once however many parts of it ask.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -230,6 +231,30 @@ class Prepared:
             keep_default_na=False,
             na_values={"year": [""]},
         ).assign(year=lambda d: d["year"].astype("Int64"))
+
+    @cached_property
+    def movie_labels(self) -> dict[str, str]:
+        """Movie id → ``"Title (year)"`` (the title alone when the year is unknown)."""
+        movies = self.movies
+        return {
+            str(mid): (f"{title} ({int(year)})" if not np.isnan(year) else str(title))
+            for mid, title, year in zip(
+                movies["movie_id"],
+                movies["title"],
+                movies["year"].astype("float64").to_numpy(),
+                strict=True,
+            )
+        }
+
+    @cached_property
+    def catalog_fingerprint(self) -> str:
+        """sha256 of the movie vocabulary in index order with each movie's label: what a
+        model trained on this folder scores, and how an export names its catalog."""
+        labels = self.movie_labels
+        digest = hashlib.sha256()
+        for movie in self.vocabs[F.MOVIE_ID]:
+            digest.update(f"{movie}\t{labels.get(movie, movie)}\n".encode())
+        return digest.hexdigest()
 
     @cached_property
     def users(self) -> pd.DataFrame:

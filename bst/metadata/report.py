@@ -72,7 +72,8 @@ class JoinReport:
                 f"movies: {self.movies}",
                 f"naive join (raw title + year): {self.naive_matched} ({self.naive_rate:.1%})",
                 f"fuzzy join: {self.matched} ({self.join_rate:.1%}); {methods}",
-                f"matches by catalog: {catalogs or 'none'}",
+                f"matches by catalog (the catalog of each movie's best match): "
+                f"{catalogs or 'none'}",
                 f"fuzzy threshold: {self.threshold:g}; unmatched: {len(self.unmatched)}; "
                 f"lowest accepted score: "
                 + (f"{self.lowest_accepted[0]['score']:.1f}" if self.lowest_accepted else "-"),
@@ -237,7 +238,13 @@ def join_catalogs(
         best.loc[where, "score"] = candidate[0][better]
         best.loc[where, "exact"] = candidate[1][better]
         best.loc[where, "has_overview"] = candidate[2][better]
-        log.info("%s: %d movies matched", catalog.label, int(matched.sum()))
+        log.info(
+            "%s: %d movies have a match in this catalog (before the best match across "
+            "catalogs is chosen; %d of them are kept from it so far)",
+            catalog.label,
+            int(matched.sum()),
+            int((best["catalog"] == c).sum()),
+        )
 
     enriched = _enriched_frame(movies, catalogs, best)
     report.naive_matched = int(naive_matches(movies, catalogs).sum())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bst.serving.codec import RequestError
 from bst.serving.servable import ModelDirError, Servable, load_servable
-from bst.versions import find_versions
+from bst.versions import describe_origin, find_versions, read_origin
 
 log = logging.getLogger("bst.serve")
 
@@ -94,6 +94,7 @@ class ModelManager:
                         self._states[version] = _VersionState("END", "UNKNOWN", message)
                     continue
                 self._failed.pop(version, None)
+                report_origin(path, version)
                 with self._lock:
                     if current is not None:
                         self._states[current.version] = _VersionState("END")
@@ -156,6 +157,20 @@ class ModelManager:
                 self.poll()
             except Exception:  # the poller must survive anything the file system does
                 log.exception("model poll failed")
+
+
+def report_origin(path: Path, version: int) -> None:
+    """Log where a version comes from; warn loudly about a synthetic-data demo model."""
+    origin = read_origin(path)
+    if origin is not None and origin.get("synthetic"):
+        log.warning(
+            "version %d is a DEMO model trained on synthetic data (%s): its movie ids are not "
+            "MovieLens movies",
+            version,
+            describe_origin(origin),
+        )
+    else:
+        log.info("version %d: %s", version, describe_origin(origin))
 
 
 def _fingerprint(path: Path) -> tuple:

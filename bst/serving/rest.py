@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -51,6 +52,27 @@ _STATUS_RE = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?",
     re.IGNORECASE,
 )
+
+
+# The deepest JSON any request may have, checked before parsing (so no recursion can blow
+# up): {"instances": [{"name": value}]} puts a rank-R input R - 1 + 3 levels deep, the
+# columnar form R + 2. Anything deeper cannot be a valid request for any signature.
+_EXTRA_LEVELS = 3
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_MAX_VERSION_DIGITS = 18  # int64, like TF Serving's version numbers
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply ``body``'s arrays/objects nest, without parsing it (strings skipped)."""
+    if body.count(b"[") + body.count(b"{") <= 1:
+        return body.count(b"[") + body.count(b"{")
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    steps = np.frombuffer(brackets, np.uint8)
+    delta = np.where((steps == ord("[")) | (steps == ord("{")), 1, -1)
+    return int(np.cumsum(delta).max())
 
 
 class RestHandler:
@@ -104,7 +126,11 @@ class RestHandler:
                 f"Version labels are not supported by bst.serve (got label {match.group(3)!r}): "
                 "use /versions/<number>"
             )
-        version = int(match.group(2)) if match.group(2) else None
+        digits = match.group(2)
+        if digits and len(digits.lstrip("0")) > _MAX_VERSION_DIGITS:
+            shown = digits if len(digits) <= 40 else f"{digits[:20]}...({len(digits)} digits)"
+            raise RequestError(f"Servable not found for request: Specific({name}, {shown})", 404)
+        version = int(digits) if digits else None
         return name, version
 
     def _servable(self, name: str, version: int | None) -> Servable:
@@ -131,8 +157,22 @@ class RestHandler:
                 f"bst.serve implements :predict only, not :{method} (the model has no "
                 "classify/regress signatures)"
             )
-        doc = self._parse(body)
         servable = self._servable(name, version)
+        deepest = (
+            max(
+                (s.shape.rank or 0)
+                for sig in servable.signatures.values()
+                for s in sig.inputs.values()
+            )
+            + _EXTRA_LEVELS
+        )
+        depth = json_depth(body)
+        if depth > deepest:
+            raise RequestError(
+                f"JSON Parse error: the request nests {depth} levels deep; this model's "
+                f"inputs (rank <= {deepest - _EXTRA_LEVELS}) allow at most {deepest}"
+            )
+        doc = self._parse(body)
         signature_name = doc.get("signature_name", "")
         if not isinstance(signature_name, str):
             raise RequestError("'signature_name' key must be a string value.")
@@ -171,6 +211,10 @@ class RestHandler:
 
 
 # --------------------------------------------------------------------------- HTTP (Starlette)
+
+
+ALLOWED_METHODS = ("GET", "HEAD", "POST")
+ALLOW_HEADER = ", ".join(ALLOWED_METHODS)
 
 
 class _BodyTooLarge(Exception):
@@ -237,18 +281,33 @@ def create_app(
     async def endpoint(request):
         method = request.method
         path = request.scope["path"]
+        if method not in ALLOWED_METHODS:
+            return Response(
+                error_body(f"Method {method} not allowed; this API answers {ALLOW_HEADER}"),
+                405,
+                headers={"Allow": ALLOW_HEADER},
+                media_type="application/json",
+            )
         if method == "POST":
             try:
                 body = await _read_body(request, max_body_bytes)
             except _BodyTooLarge:
                 return Response(too_large, 413, media_type="application/json")
+            except ClientDisconnect:
+                log.info(
+                    "%s %s: the client disconnected before sending its whole body", method, path
+                )
+                return Response(b"", 400)  # nobody is listening any more
             loop = asyncio.get_running_loop()
             # Parsing, inference and serialization run off the event loop, in one hop.
             status, payload = await loop.run_in_executor(
                 executor, handler.handle, method, path, body
             )
-        else:  # status and metadata are cheap: answer on the loop
-            status, payload = handler.handle(method, path, b"")
+        else:  # status and metadata are cheap: answer on the loop (HEAD: as GET, no body)
+            status, payload = handler.handle("GET", path, b"")
+            if method == "HEAD":
+                headers = {"Content-Length": str(len(payload))}
+                return Response(None, status, headers=headers, media_type="application/json")
         return Response(payload, status, media_type="application/json")
 
     @contextlib.asynccontextmanager
@@ -260,7 +319,7 @@ def create_app(
             manager.stop()
             executor.shutdown(wait=False, cancel_futures=True)
 
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH"]
+    methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
     app = Starlette(routes=[Route("/{path:path}", endpoint, methods=methods)], lifespan=lifespan)
     app.state.manager = manager
     app.state.handler = handler

@@ -1,0 +1,325 @@
+"""The command lines' arguments, parsed and checked before TensorFlow is imported.
+
+Each ``python -m bst.<command>`` module calls :func:`early` first thing when run as
+a script: ``--help``, a mistyped flag, an unknown ``--set`` key or an impossible value
+then answer at once (no 5-second TensorFlow start, no banner after the help). The
+same parsers serve ``main(argv)`` when a command is called from Python.
+
+:func:`setup_logging` is the one logging setup of every command: bst's own INFO
+lines, and TensorFlow's only when they matter (errors), unless ``--verbose``.
+No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+
+from bst import config as config_lib
+from bst.errors import UsageError, cli_errors
+
+DEFAULT_EXPORT = "saved_models/bst"
+DEFAULT_K = 10
+DEFAULT_HISTORY = 10
+EVAL_SPLITS = ("test", "validation")
+LOG_FORMAT = "%(asctime)s %(name)s: %(message)s"
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown in ``--help`` (but not "default: None" or for flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        if action.option_strings and action.nargs != 0:
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+def _parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {prog}", description=doc.strip().split("\n")[0], formatter_class=_Formatter
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's own log lines (hidden by default unless they are errors)",
+    )
+    return parser
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = _parser("bst.train", "Train BST, evaluate it on the test split, export it.")
+    parser.add_argument("--preset", default="ml1m", choices=sorted(config_lib.PRESETS))
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set model.num_blocks=2 (repeatable)",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="raw data folder (default $BST_DATA_DIR or ~/.cache/bst)"
+    )
+    parser.add_argument("--format", choices=("ml1m", "sasrec"), default=None)
+    parser.add_argument("--run-dir", default=None, help="run folder (default runs/<preset>)")
+    parser.add_argument("--tpu", default=None, help="TPU name or address: use TPUStrategy")
+    parser.add_argument(
+        "--export-dir",
+        default=None,
+        help="export the trained model here as the next SavedModel version ('' to skip; "
+        f"default {DEFAULT_EXPORT}, or <run-dir>/{DEFAULT_EXPORT} for synthetic data such as "
+        "the tiny preset, so a demo never replaces the real model)",
+    )
+    return parser
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    parser = _parser("bst.evaluate", "Evaluate a trained run against baselines.")
+    parser.add_argument("--run-dir", required=True, help="a finished `python -m bst.train` run")
+    parser.add_argument("--split", default="test", choices=EVAL_SPLITS)
+    parser.add_argument("--batch-size", type=int, default=1024, help="users ranked at a time")
+    return parser
+
+
+def recommend_parser() -> argparse.ArgumentParser:
+    parser = _parser(
+        "bst.recommend", "Show a user's history next to the model's and the popular picks."
+    )
+    parser.add_argument("--run-dir", required=True, help="a `python -m bst.train` run folder")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="a user id of the run's data (their whole history is used)")
+    who.add_argument("--movies", help="a new user: movie ids in time order, e.g. 1193,661,914")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--model",
+        help="exported SavedModel folder (newest version is used; default: the run's "
+        "own weights, in process)",
+    )
+    where.add_argument("--server", help="TF Serving REST base URL, e.g. http://127.0.0.1:8501")
+    parser.add_argument("--k", type=int, default=DEFAULT_K, help="recommendations to show")
+    parser.add_argument(
+        "--history", type=int, default=DEFAULT_HISTORY, help="recent history events to show"
+    )
+    return parser
+
+
+def export_parser() -> argparse.ArgumentParser:
+    parser = _parser("bst.export", "Export a trained run as a versioned SavedModel.")
+    parser.add_argument("--run-dir", required=True, help="a finished `python -m bst.train` run")
+    parser.add_argument("--out", default=DEFAULT_EXPORT, help="model base folder")
+    parser.add_argument("--k", type=int, default=DEFAULT_K, help="recommendations per request")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write a new version even when the newest one already holds these weights",
+    )
+    return parser
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = _parser("bst.serve", "A development server with TensorFlow Serving's REST API.")
+    parser.add_argument("--model-dir", default=DEFAULT_EXPORT, help="model base folder")
+    parser.add_argument("--port", type=int, default=8501, help="REST port (TF Serving's is 8501)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the server"
+    )
+    parser.add_argument("--model-name", default="bst", help="model name in the URLs")
+    parser.add_argument("--max-batch", type=int, default=256, help="most rows per request")
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="largest request body (413 above)"
+    )
+    parser.add_argument(
+        "--poll-seconds", type=float, default=2.0, help="seconds between new-version scans"
+    )
+    parser.add_argument(
+        "--no-batching",
+        dest="batching",
+        action="store_false",
+        help="run each request alone (default: merge concurrent requests into one call)",
+    )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=0,
+        help="threads one TF op may use (TF Serving's --tensorflow_intra_op_parallelism; "
+        "0 = TF's choice, one per core)",
+    )
+    parser.add_argument(
+        "--inter-op-threads",
+        type=int,
+        default=0,
+        help="TF ops run at once (TF Serving's --tensorflow_inter_op_parallelism; 0 = TF's choice)",
+    )
+    return parser
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_train(args: argparse.Namespace) -> None:
+    """Build and validate the config now (``args.cfg``) and resolve ``args.export_dir``."""
+    cfg = config_lib.preset(args.preset)
+    updates = config_lib.parse_overrides(args.overrides)
+    cfg = config_lib.replace(cfg, updates)
+    for flag, value in (("--data-dir", args.data_dir), ("--format", args.format)):
+        if value and cfg.data.synthetic:
+            raise UsageError(
+                f"{flag} {value}: the {args.preset} preset trains on synthetic data "
+                "(data.synthetic=true), so it would not be used; add --set "
+                "data.synthetic=false to use it"
+            )
+    if args.data_dir:
+        updates["data.data_dir"] = args.data_dir
+    if args.format:
+        updates["data.format"] = args.format
+    args.cfg = config_lib.validate(config_lib.replace(cfg, updates))
+    args.run_dir = args.run_dir or f"runs/{args.preset}"
+    if args.export_dir is None:
+        synthetic = args.cfg.data.synthetic
+        args.export_dir = f"{args.run_dir}/{DEFAULT_EXPORT}" if synthetic else DEFAULT_EXPORT
+
+
+def _check_evaluate(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+
+
+def _check_recommend(args: argparse.Namespace) -> None:
+    if args.k < 1:
+        raise UsageError(f"--k must be >= 1, got {args.k}")
+    if args.history < 0:
+        raise UsageError(f"--history must be >= 0, got {args.history}")
+
+
+def _check_export(args: argparse.Namespace) -> None:
+    if args.k < 1:
+        raise UsageError(f"--k must be >= 1, got {args.k}")
+
+
+def _check_serve(args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be in 0..65535 (0 = any free port), got {args.port}")
+    if args.max_batch < 1:
+        raise UsageError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if args.max_body_bytes < 1:
+        raise UsageError(f"--max-body-bytes must be >= 1, got {args.max_body_bytes}")
+    if not 0 <= args.poll_seconds <= 86400:  # NaN fails too; 0 = never poll
+        raise UsageError(f"--poll-seconds must be in 0..86400 (0 = never), got {args.poll_seconds}")
+    for name in ("intra_op_threads", "inter_op_threads"):
+        if getattr(args, name) < 0:
+            raise UsageError(
+                f"thread counts must be >= 0. Received: {name[:8]}={getattr(args, name)}"
+            )
+
+
+COMMANDS = {
+    "train": (train_parser, _check_train),
+    "evaluate": (evaluate_parser, _check_evaluate),
+    "recommend": (recommend_parser, _check_recommend),
+    "export": (export_parser, _check_export),
+    "serve": (serve_parser, _check_serve),
+}
+
+
+def parse(command: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``argv`` parsed and checked for ``python -m bst.<command>``; raises
+    :class:`UsageError` for a bad value (argparse itself exits 2 on a bad flag)."""
+    build, check = COMMANDS[command]
+    args = build().parse_args(argv)
+    check(args)
+    return args
+
+
+def early(command: str) -> None:
+    """When a command runs as a script: parse and check ``sys.argv`` before the caller
+    imports TensorFlow, so ``--help`` and mistakes answer at once; quiet TensorFlow's
+    start-up lines unless ``--verbose``."""
+    with cli_errors():
+        args = parse(command, sys.argv[1:])
+    quiet_tensorflow(args.verbose)
+    if not args.verbose:
+        # Running an op fixes TensorFlow's runtime, which multi-worker and TPU strategies
+        # must configure first: there, only the import is quieted.
+        distributed = bool(os.environ.get("TF_CONFIG") or getattr(args, "tpu", None))
+        start_tensorflow_quietly(run_ops=not distributed)
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Before TensorFlow starts: keep its C++ INFO and WARNING lines (oneDNN and CUDA
+    banners) off the terminal unless ``verbose`` (a higher level already set is kept)."""
+    if not verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = max(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"), "2")
+
+
+# What TensorFlow's C++ side prints while it starts, whatever TF_CPP_MIN_LOG_LEVEL says
+# (its absl logging writes these before it reads the setting): banners, not problems.
+STARTUP_NOISE = re.compile(
+    r"oneDNN custom operations are on|Could not find cuda drivers|failed call to cuInit"
+    r"|All log messages before absl::InitializeLog|Unable to register cu(DNN|FFT|BLAS) factory"
+    r"|This TensorFlow binary is optimized|To enable the following instructions"
+    r"|computation placer already registered|TF-TRT Warning|oneDNN supports DT_INT32 only"
+)
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise: re.Pattern = STARTUP_NOISE) -> Iterator[None]:
+    """File descriptor 2 (C++ and Python alike) goes to a temporary file while inside;
+    on the way out every line that is not ``noise`` is written to the real stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines(keepends=True) if not noise.search(line)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def start_tensorflow_quietly(run_ops: bool = True) -> None:
+    """Import TensorFlow and look for devices with its start-up banners filtered out (the
+    oneDNN and CUDA lines, ``failed call to cuInit`` on a machine without a GPU); any other
+    line it prints still shows."""
+    with filtered_stderr():
+        import tensorflow as tf
+
+        if not run_ops:
+            return
+        tf.config.list_physical_devices()
+        # The first int32 transpose prints oneDNN's "DT_INT32 only on platforms with
+        # AVX-512 ... falling back to Eigen" (a notice, once per process): run it here.
+        tf.transpose(tf.zeros((1, 2, 2), tf.int32), (0, 2, 1))
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """bst's INFO lines on stderr; TensorFlow's and absl's only as errors unless ``verbose``
+    (absl's per-epoch "Sharding callback duration", the export's input-name warnings, the
+    duplicated "Assets written" lines)."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    for name in ("absl", "tensorflow", "h5py"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO if verbose else logging.ERROR)
+        logger.propagate = True
+        for handler in list(logger.handlers):  # TF's own handler doubles every line
+            logger.removeHandler(handler)
