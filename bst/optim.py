@@ -107,8 +107,11 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
 
     Without a budget that is ``epochs x steps``. With one, it is the steps done plus the
     whole epochs that still fit in the budget, estimated from the first timed steps of
-    the first epoch (plus the validation time of ``eval_seconds``), then from the median
-    measured epoch.
+    the first epoch (plus the validation time of ``eval_seconds``), then from that
+    epoch's steady steps and its validation, then from the median of the last five
+    epochs after the first. The first epoch's own wall time is never used: it includes
+    tracing and filling the cache, and re-planning on it would shorten the schedule by
+    a quarter for one epoch and then lengthen it again.
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
         self.epoch_times: list[float] = []
         self.epoch = 0
         self._batch_times: list[float] = []
+        self.first_estimate: float | None = None
 
     def _set(self, steps: int, why: str) -> None:
         steps = int(min(max(steps, self.steps), self.epochs * self.steps))
@@ -145,8 +149,15 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
         if len(self._batch_times) == 6 or batch + 1 == self.steps:  # skip the traced steps
             if len(self._batch_times) < 3:
                 return
-            per_step = float(np.median(np.diff(self._batch_times[1:])))
-            self._plan(per_step * self.steps + self.eval_seconds, first=True)
+            self._plan(self._per_step() * self.steps + self.eval_seconds, first=True)
+
+    def _per_step(self) -> float:
+        """Seconds per step in the first epoch: the mean step after the first few (batches
+        differ in length, so the mean, not the median, adds up to an epoch), without
+        the retracing outliers (over 3x the median step)."""
+        diffs = np.diff(self._batch_times[1:])
+        steady = diffs[5:] if len(diffs) > 10 else diffs
+        return float(np.mean(steady[steady <= 3 * np.median(steady)]))
 
     def _plan(self, epoch_seconds: float, first: bool = False) -> None:
         elapsed = time.perf_counter() - self.started
@@ -162,7 +173,13 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
         )
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epoch_times.append(time.perf_counter() - self.epoch_started)
+        now = time.perf_counter()
+        if not self.epoch_times and len(self._batch_times) >= 3:
+            # the first epoch, as a steady one would take: its steps after tracing, plus
+            # the validation that just ran (callbacks before this one)
+            self.first_estimate = self._per_step() * self.steps + (now - self._batch_times[-1])
+        self.epoch_times.append(now - self.epoch_started)
         if self.seconds:
             self.epoch = epoch
-            self._plan(float(np.median(self.epoch_times[-5:])))
+            steady = self.epoch_times[1:] or [self.first_estimate or self.epoch_times[0]]
+            self._plan(float(np.median(steady[-5:])))

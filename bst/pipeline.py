@@ -52,7 +52,21 @@ def make_lookup(prepared: Prepared, name: str) -> tf.keras.layers.StringLookup:
 def gap_buckets(timestamps: tf.Tensor) -> tf.Tensor:
     """Bucketed seconds since the previous event, ``[n]`` int32 (see :func:`features.time_gap_bucket`)."""
     ts = tf.cast(timestamps, tf.float64)
-    prev = tf.concat([[-1.0], ts[:-1]], axis=0)
+    return _gap_bucket(ts, tf.concat([[-1.0], ts[:-1]], axis=0))
+
+
+def ragged_gap_buckets(timestamps: tf.RaggedTensor) -> tf.RaggedTensor:
+    """:func:`gap_buckets` of every row of a ``[B, None]`` ragged batch, in one pass."""
+    ts = tf.cast(timestamps.flat_values, tf.float64)  # (T,) all rows, concatenated
+    prev = tf.concat([[-1.0], ts[:-1]], axis=0)  # (T,) the event before, across rows
+    first = timestamps.row_starts()[timestamps.row_lengths() > 0]  # each row's first event
+    prev = tf.tensor_scatter_nd_update(
+        prev, first[:, tf.newaxis], -tf.ones_like(first, tf.float64)
+    )  # a row's first event has no previous one
+    return timestamps.with_flat_values(_gap_bucket(ts, prev))
+
+
+def _gap_bucket(ts: tf.Tensor, prev: tf.Tensor) -> tf.Tensor:
     gap = ts - prev
     known = (ts >= 0) & (prev >= 0) & (gap >= 0)
     bucket = F.NUM_RESERVED + tf.minimum(
@@ -72,6 +86,12 @@ def _left_pad(x: tf.Tensor, length: int) -> tf.Tensor:
     pad = length - tf.shape(x)[0]
     paddings = tf.concat([[[pad, 0]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)], axis=0)
     return tf.pad(x, paddings)
+
+
+def _left_pad_rows(x: tf.RaggedTensor, length: int) -> tf.Tensor:
+    """Every row of a ``[B, None]`` ragged batch as :func:`_left_pad` makes it: ``[B, length]``."""
+    newest = tf.reverse(x, axis=[1])[:, :length]  # newest first, at most `length`
+    return tf.reverse(newest.to_tensor(0, shape=[None, length]), axis=[1])  # (B, length)
 
 
 class Featurizer:
@@ -133,14 +153,26 @@ class Featurizer:
 
         return tf.data.Dataset.from_tensor_slices(ends).map(window)
 
-    def eval_example(self, ex: dict):
-        items = self.items(ex[F.MOVIE_ID])
-        feats = self.sequence(items, gap_buckets(ex[F.TIMESTAMP]), rating_indices(ex[F.RATING]))
-        feats.update(self.profile(ex))
-        feats[F.USER_ID] = ex[F.USER_ID]
-        labels = {
-            F.NEXT_MOVIE: self.items(ex[F.TARGET_MOVIE_ID])[0],
-            F.NEXT_RATING: rating_indices(ex[F.TARGET_RATING])[0],
+    def eval_batch(self, ex: dict):
+        """A batch of parsed evaluation records (ragged histories) → model-ready tensors:
+        the history before the held-out event, newest ``max_len``, and that event as the
+        target. Vectorized over the batch (a per-record map costs about 10x more)."""
+        items = tf.ragged.map_flat_values(self.items, ex[F.MOVIE_ID])  # (B, None)
+        items = _left_pad_rows(items, self.max_len)  # (B, L)
+        feats = {
+            F.MOVIE_ID: items,
+            F.GENRES: tf.gather(self.item_genres, items),  # (B, L, MAX_GENRES)
+            F.YEAR: tf.gather(self.item_year, items),  # (B, L)
+            F.TIME_GAP: _left_pad_rows(ragged_gap_buckets(ex[F.TIMESTAMP]), self.max_len),
+            F.RATING: _left_pad_rows(
+                tf.ragged.map_flat_values(rating_indices, ex[F.RATING]), self.max_len
+            ),
+            F.USER_ID: ex[F.USER_ID],
+            **self.profile(ex),
+        }
+        labels = {  # one held-out event per record
+            F.NEXT_MOVIE: self.items(ex[F.TARGET_MOVIE_ID].flat_values),  # (B,)
+            F.NEXT_RATING: rating_indices(ex[F.TARGET_RATING].flat_values),  # (B,)
         }
         return feats, labels
 
@@ -192,28 +224,30 @@ def make_dataset(
     )
     if shard_examples:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    ds = ds.map(records.parse, num_parallel_calls=AUTOTUNE)
     if is_train:
+        ds = ds.map(records.parse, num_parallel_calls=AUTOTUNE)
         ds = ds.filter(lambda ex: tf.size(ex[F.MOVIE_ID]) >= 2)
         ds = ds.flat_map(lambda ex: featurizer.train_windows(ex, cfg.data.all_windows))
-    else:
-        ds = ds.map(featurizer.eval_example, num_parallel_calls=AUTOTUNE)
+    else:  # featurized in batches: records are parsed and looked up a batch at a time
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(records.parse_batch, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(featurizer.eval_batch, num_parallel_calls=AUTOTUNE)
     if cfg.data.cache:
         ds = ds.cache()  # featurized examples, before shuffling: later epochs skip parsing
-    if shuffle:
+    if shuffle:  # training examples (evaluation batches, when asked)
         ds = ds.shuffle(4096, seed=cfg.train.seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     if is_train and cfg.data.bucket_by_length:
         ds = bucket_by_length(ds, cfg.model.max_len, batch_size, drop_remainder)
-    else:
+    elif is_train:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(AUTOTUNE)
 
 
 def bucket_boundaries(max_len: int) -> list[int]:
-    """Padded lengths of the buckets: quarters of ``max_len`` (deduplicated, >= 1)."""
-    return sorted({max(1, (max_len * k + 3) // 4) for k in (1, 2, 3, 4)})
+    """Padded lengths of the buckets: sixteenths of ``max_len`` (deduplicated, >= 1)."""
+    return sorted({max(1, (max_len * k + 15) // 16) for k in range(1, 17)})
 
 
 def bucket_by_length(
@@ -222,8 +256,10 @@ def bucket_by_length(
     """Batch examples of similar length together and cut the shared left padding.
 
     A batch whose longest history has 40 events is then (B, 50) instead of (B, 200):
-    on ML-1M this computes about 65 % of the padded positions (and 53 % of the
+    on ML-1M this computes about 59 % of the padded positions (and 47 % of the
     attention scores) for identical results, since padded positions never take part.
+    Sixteenths of ``max_len`` rather than quarters (65 % and 53 %) cut about a tenth
+    of a training step.
     """
     bounds = tf.constant(bucket_boundaries(max_len), tf.int32)
 

@@ -23,24 +23,27 @@ from bst.model import model_inputs
 
 @tf.custom_gradient
 def softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor):
-    """Per-row ``-log softmax(logits)[label]``: float32 ``(M, N)`` logits, int ``(M,)`` labels.
+    """Per-row ``-log softmax(logits)[label]``: ``(M, N)`` logits, int ``(M,)`` labels.
 
     The same values and gradients as ``tf.nn.sparse_softmax_cross_entropy_with_logits``,
-    about 4x faster on a CPU for a catalog-wide softmax (14.5k x 3.7k logits: 71 ms
-    against 299 ms forward and backward, ``benchmarks/softmax.py``): one softmax (a
-    oneDNN kernel) whose output the backward pass reuses, ``softmax - one_hot(label)``
-    written into it in place of a second pass.
+    about 4x faster on a CPU for a catalog-wide softmax (14.5k x 3.7k float32 logits:
+    71 ms against 299 ms forward and backward): one softmax (a oneDNN kernel) whose
+    output the backward pass reuses, ``softmax - one_hot(label)`` written into it in
+    place of a second pass. The softmax and its gradient keep the logits' dtype:
+    bfloat16 logits (``train.bf16_logits``) halve the memory traffic of the (M, N)
+    passes (the loss and its gradient then carry bfloat16 rounding, about 0.2 %
+    relative, as under mixed precision); the returned loss is float32 either way.
     """
-    probs = tf.nn.softmax(logits)  # (M, N)
+    probs = tf.nn.softmax(logits)  # (M, N), in the logits' dtype
     rows = tf.range(tf.shape(labels)[0])
     index = tf.stack([rows, tf.cast(labels, tf.int32)], axis=1)  # (M, 2)
     picked = tf.gather_nd(probs, index)  # (M,)
     # log of the picked probability; the tiny floor only guards log(0) (a logit gap > 87)
-    loss = -tf.math.log(tf.maximum(picked, 1e-37))
+    loss = -tf.math.log(tf.maximum(tf.cast(picked, tf.float32), 1e-37))
 
     def grad(upstream):
         delta = tf.tensor_scatter_nd_sub(probs, index, tf.ones_like(picked))  # softmax - 1_label
-        return delta * upstream[:, tf.newaxis], None
+        return delta * tf.cast(upstream, probs.dtype)[:, tf.newaxis], None
 
     return loss, grad
 
@@ -123,15 +126,13 @@ class BSTTrainer(tf.keras.Model):
             loss = -tf.reduce_sum(picked * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
         elif self.retrieval is None:
             # Only real movies are candidates: columns 0 and 1 (padding, unknown) are cut.
-            # The matmul runs in the compute dtype (bfloat16 under mixed precision, which
-            # accumulates in float32); the softmax and the loss are float32.
+            # The matmul runs in bfloat16 with bf16_logits (accumulating in float32), else
+            # in the compute dtype; the softmax keeps that dtype, the loss is float32.
             items = catalog[F.NUM_RESERVED :]  # (N - 2, D)
             if self.logits_dtype is not None:
                 q, items = tf.cast(q, self.logits_dtype), tf.cast(items, self.logits_dtype)
             logits = tf.matmul(q, items, transpose_b=True)  # (M, N - 2)
-            per_token = softmax_cross_entropy(
-                tf.cast(logits, tf.float32), t - F.NUM_RESERVED
-            )  # (M,)
+            per_token = softmax_cross_entropy(logits, t - F.NUM_RESERVED)  # (M,) float32
             loss = tf.reduce_mean(per_token)
         else:
             count = tf.shape(t)[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -66,3 +68,24 @@ def test_planner_fits_the_epochs_into_the_budget():
     optim.SchedulePlanner(unbounded, steps=10, epochs=7, minutes=0.0).on_train_begin()
     assert int(unbounded.numpy()) == 70
     assert np.isfinite(lr(optim.make_schedule(config.tiny(), planned), 50))
+
+
+def test_planner_does_not_plan_on_the_first_epochs_tracing_time():
+    """The first epoch pays for tracing and the cache: the plan uses its steady steps and
+    its validation, not its wall time (which would shorten the schedule, then lengthen it)."""
+    planned = tf.Variable(0, dtype=tf.int64)
+    planner = optim.SchedulePlanner(planned, steps=10, epochs=100, minutes=1.0)
+    planner.on_train_begin()
+    planner.on_epoch_begin(0)
+    t0 = time.perf_counter() - 8.0  # the epoch took 8 s: 3 s tracing, 10 steps, validation
+    planner.started = planner.epoch_started = t0
+    planner._batch_times = [t0 + 3.0 + 0.45 * i for i in range(10)]  # 0.45 s steady steps
+    planner.on_epoch_end(0)
+    assert planner.first_estimate == pytest.approx(0.45 * 10 + 0.95, abs=0.05)
+    assert int(planned.numpy()) == 100  # 1 done + 9 more of about 5.45 s in the 52 s left
+    planner.on_epoch_begin(1)
+    planner.epoch_started -= 10.0  # the second epoch took 10 s: from now on, measured epochs
+    planner.started -= 10.0
+    planner.on_epoch_end(1)
+    assert planner.epoch_times[1] == pytest.approx(10.0, abs=0.05)
+    assert int(planned.numpy()) == 20 + 10 * int((60 - 18) // 10)

@@ -97,6 +97,8 @@ def test_eval_examples_match_sequences(tiny_cfg, prepared_dir):
             ]
             gaps = gaps[: n_train + offset][-L:]
             assert f[F.TIME_GAP][row].tolist() == [0] * (L - len(gaps)) + gaps
+            rated = [F.rating_index(r) for r in ratings[: n_train + offset]][-L:]
+            assert f[F.RATING][row].tolist() == [0] * (L - len(rated)) + rated
             genres, years = prepared.item_tables
             assert (f[F.GENRES][row] == genres[f[F.MOVIE_ID][row]]).all()
             assert (f[F.YEAR][row][f[F.MOVIE_ID][row] == 0] == 0).all()

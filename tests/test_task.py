@@ -133,3 +133,32 @@ def test_softmax_cross_entropy_matches_tensorflows():
     np.testing.assert_allclose(
         tape.gradient(ours, logits).numpy(), tape.gradient(ref, logits).numpy(), atol=1e-6
     )
+
+
+def test_softmax_cross_entropy_in_bfloat16_stays_close_and_returns_float32():
+    """bf16 logits (``train.bf16_logits``): the softmax and its gradient stay bfloat16 (half
+    the memory traffic), the loss is float32; both within bfloat16 rounding of the
+    float32 reference, and the gradient keeps the logits' dtype."""
+    from bst.task import softmax_cross_entropy
+
+    rng = np.random.default_rng(1)
+    exact = tf.constant(rng.normal(size=(9, 300)) * 4, tf.float32)
+    logits = tf.cast(exact, tf.bfloat16)
+    labels = tf.constant(rng.integers(0, 300, 9), tf.int32)
+    weights = tf.range(1.0, 10.0)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        per_row = softmax_cross_entropy(logits, labels)
+        ours = tf.reduce_sum(per_row * weights)
+        rounded = tf.cast(logits, tf.float32)  # the same bf16 values, in float32
+        ref = tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=rounded)
+            * weights
+        )
+    assert per_row.dtype == tf.float32
+    grad = tape.gradient(ours, logits)
+    assert grad.dtype == tf.bfloat16
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-2)
+    ref_grad = tape.gradient(ref, rounded).numpy()
+    err = np.abs(grad.numpy().astype(np.float32) - ref_grad)
+    assert err.max() <= 1e-2 * np.abs(ref_grad).max()  # bfloat16 keeps 8 bits

@@ -126,6 +126,11 @@ def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     return tf.io.parse_single_example(serialized, PARSE_SPEC)
 
 
+def parse_batch(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """A ``[B]`` batch of serialized records → their fields, ragged ``[B, None]`` sequences."""
+    return tf.io.parse_example(serialized, PARSE_SPEC)
+
+
 class ShardWriters:
     """``count`` TFRecord writers per split under ``folder``; closes them all on exit."""
 
