@@ -152,8 +152,7 @@ def test_softmax_cross_entropy_in_bfloat16_stays_close_and_returns_float32():
         ours = tf.reduce_sum(per_row * weights)
         rounded = tf.cast(logits, tf.float32)  # the same bf16 values, in float32
         ref = tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=rounded)
-            * weights
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=rounded) * weights
         )
     assert per_row.dtype == tf.float32
     grad = tape.gradient(ours, logits)
