@@ -37,12 +37,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import bst  # noqa: F401  (Keras 2 before TensorFlow)
-    from bst import config
+    from bst import cli, config
     from bst import train as train_cli
 
-    import logging  # isort: skip
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cli.setup_logging()  # bst's lines, as python -m bst.train shows them
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="bst-ttq-"))
     updates = {"data.data_dir": args.data_dir, "data.format": args.format}
     if args.side_data_dir:

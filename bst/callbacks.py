@@ -1,6 +1,7 @@
 """Keras callbacks of a training run, and what it writes for TensorBoard.
 
 * :class:`RankingCallback`: validation metrics by full ranking after every epoch;
+* :class:`PlannedEarlyStopping`: early stopping whose patience follows the planned run;
 * :class:`TimeBudget`: stop before the next epoch would overrun ``train.max_minutes``;
 * :class:`StepLogger`: per-step loss and learning rate;
 * :class:`BackupLogger`: a log line when the state has been backed up;
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -146,6 +148,38 @@ class Progress(tf.keras.callbacks.Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class PlannedEarlyStopping(tf.keras.callbacks.EarlyStopping):
+    """Early stopping on a validation metric (best weights restored) whose patience, when
+    ``patience`` is -1, is a fifth of the planned epochs (``planned`` steps, which
+    :class:`bst.optim.SchedulePlanner` keeps current, over ``steps`` per epoch) and at
+    least ``MIN_PATIENCE``: 16 epochs for ML-1M's 80 planned ones, 40 for a small dataset
+    whose 200 epochs take 6 steps each. Any other ``patience`` is used as given."""
+
+    MIN_PATIENCE = 10
+
+    def __init__(self, patience: int, planned: tf.Variable, steps: int, **kwargs):
+        self.auto = patience < 0
+        super().__init__(patience=self.MIN_PATIENCE if self.auto else patience, **kwargs)
+        self.planned, self.steps = planned, max(int(steps), 1)
+        self.said = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.auto:
+            epochs = int(self.planned.numpy()) / self.steps
+            self.patience = max(self.MIN_PATIENCE, math.ceil(epochs / 5))
+            if not self.said:
+                log.info(
+                    "early stopping after %d epochs without a better %s (a fifth of the "
+                    "planned %.0f, at least %d; set train.patience to choose)",
+                    self.patience,
+                    self.monitor,
+                    epochs,
+                    self.MIN_PATIENCE,
+                )
+                self.said = True
+        super().on_epoch_end(epoch, logs)
 
 
 class TimeBudget(tf.keras.callbacks.Callback):

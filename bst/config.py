@@ -108,7 +108,9 @@ class TrainConfig:
         final_lr_fraction: the learning rate at the end of the planned run, as a fraction of
             the peak.
         weight_decay: AdamW weight decay.
-        patience: early-stopping patience in epochs on validation NDCG@10.
+        patience: early-stopping patience in epochs on validation NDCG@10; -1 (the default)
+            = a fifth of the planned epochs, at least 10, so that a run over few, short
+            epochs (small data) is not stopped long before its learning rate has decayed.
         seed: seed for shuffling, initialization and feature dropout.
         mixed_precision: use mixed_float16 (GPU) / mixed_bfloat16 (TPU).
         bf16_logits: compute the catalog-wide logits matmul of the loss from bfloat16
@@ -132,7 +134,7 @@ class TrainConfig:
     warmup_steps: int = 500
     final_lr_fraction: float = 0.02
     weight_decay: float = 0.0
-    patience: int = 10
+    patience: int = -1
     seed: int = 42
     mixed_precision: bool = False
     bf16_logits: bool = True
@@ -296,7 +298,7 @@ RANGES = {
     "train.warmup_steps": (0, _INF, False, False),
     "train.final_lr_fraction": (0.0, 1.0, False, False),
     "train.weight_decay": (0.0, 1.0, False, False),
-    "train.patience": (0, _INF, False, False),
+    "train.patience": (-1, _INF, False, False),
     "train.seed": (0, 2**31 - 1, False, False),
     "train.steps_per_epoch": (0, _INF, False, False),
 }

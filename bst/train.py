@@ -43,6 +43,7 @@ from bst import config as config_lib
 from bst.baselines import all_baselines
 from bst.callbacks import (
     BackupLogger,
+    PlannedEarlyStopping,
     Progress,
     RankingCallback,
     StepLogger,
@@ -152,10 +153,12 @@ def train(
     if not backup.exists() and history_path.exists():
         history_path.unlink()  # a fresh run, not a resume: start the history afresh
     ranking = RankingCallback(cfg, writer, history_path, cfg.train.max_minutes, prepared)
-    early_stopping = tf.keras.callbacks.EarlyStopping(
+    early_stopping = PlannedEarlyStopping(
+        cfg.train.patience,
+        trainer.planned_steps,
+        steps,
         monitor=f"val_{SELECTION_METRIC}",
         mode="max",
-        patience=cfg.train.patience,
         restore_best_weights=True,
     )
     budget = TimeBudget(cfg.train.max_minutes)

@@ -257,8 +257,9 @@ def test_causal_mask_hides_later_positions():
     assert not np.allclose(bidirectional(changed)[:, 0], bidirectional(x)[:, 0], atol=1e-4)
 
 
-def test_no_nan_for_mostly_or_fully_padded_rows():
-    block = _block(dropout=0.1)
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_no_nan_for_mostly_or_fully_padded_rows(policy):
+    block = _block(dropout=0.1, dtype=policy)  # float16: a -1e9 bias would be -inf there
     x = tf.random.normal((2, SEQ_LEN, DIM), seed=2)
     mask = tf.constant([[False, False, False, True], [False] * SEQ_LEN])
 
