@@ -5,41 +5,65 @@
         --side-data-dir ../shared/data/ml-1m --out data/prepared/sasrec
 
 A thin driver: the step itself is :func:`bst.data.prepare.prepare` (what it writes:
-:mod:`bst.data.prepared`).
+:mod:`bst.data.prepared`). Arguments are parsed and checked before TensorFlow starts
+(``--help`` and mistakes answer at once), and TensorFlow's start-up banners are kept
+off the terminal unless ``--verbose``, as in the ``bst`` commands; so
+:mod:`bst.data.prepare`, which imports TensorFlow, is imported inside :func:`main`.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
-from bst.config import default_data_dir
-from bst.data.prepare import FORMATS, prepare
-from bst.errors import cli_errors
+from bst import cli
+from bst.config import CHOICES, RANGES, default_data_dir
+from bst.errors import UsageError, cli_errors
+
+FORMATS = CHOICES["data.format"]
+MAX_SHARDS = int(RANGES["data.num_shards"][1])
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.prepare", description=__doc__.split("\n")[0]
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines.prepare",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
+    p.add_argument(
         "--data-dir",
         default=None,
         help="folder with the raw files (default: $BST_DATA_DIR or ~/.cache/bst, where ML-1M "
         "is downloaded if missing)",
     )
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--format", choices=FORMATS, default="ml1m")
-    parser.add_argument(
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", choices=FORMATS, default="ml1m")
+    p.add_argument(
         "--side-data-dir", default=None, help="sasrec: folder with movies.dat and users.dat"
     )
-    parser.add_argument("--num-shards", type=int, default=4)
-    parser.add_argument("--enriched", default=None, help="CSV from pipelines.enrich (overviews)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    p.add_argument(
+        "--num-shards", type=int, default=4, help=f"TFRecord shards per split, 1..{MAX_SHARDS}"
+    )
+    p.add_argument("--enriched", default=None, help="CSV from pipelines.enrich (overviews)")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines too")
+    return p
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The arguments, checked (one :class:`UsageError` for an impossible value)."""
+    args = parser().parse_args(argv)
+    if not 1 <= args.num_shards <= MAX_SHARDS:
+        raise UsageError(f"--num-shards must be in 1..{MAX_SHARDS}, got {args.num_shards}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
     with cli_errors():
+        args = parse(argv)
+        cli.setup_logging(args.verbose)
+        from bst.data.prepare import prepare  # imports TensorFlow: after the checks above
+
         manifest = prepare(
             args.data_dir or default_data_dir(),
             args.out,
@@ -58,4 +82,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    with cli_errors():  # --help and mistakes answer before TensorFlow starts
+        early = parse()
+    cli.quiet_tensorflow(early.verbose)
+    if not early.verbose:
+        cli.start_tensorflow_quietly()
     main()

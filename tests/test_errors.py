@@ -169,6 +169,34 @@ def test_prepare_out_that_cannot_be_a_folder(tmp_path, capsys, synthetic_dir, wh
     assert blocker.read_text() == "keep me\n"
 
 
+@pytest.mark.parametrize("shards", ["0", "-3", "5000"])
+def test_prepare_refuses_impossible_shard_counts_before_writing(
+    tmp_path, capsys, synthetic_dir, shards
+):
+    out = tmp_path / "prepared"
+    with pytest.raises(SystemExit) as exit_:
+        prepare_cli.main(
+            ["--data-dir", str(synthetic_dir), "--out", str(out), "--num-shards", shards]
+        )
+    assert exit_.value.code == 2
+    assert f"--num-shards must be in 1..4096, got {shards}" in one_error_line(capsys)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_prepare_help_answers_before_tensorflow_starts():
+    """`python -m pipelines.prepare --help` in a fresh process: no TensorFlow import."""
+    code = (
+        "import sys\n"
+        "from pipelines import prepare\n"
+        "try:\n    prepare.parse(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('tensorflow' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout + done.stderr
+
+
 # ---------------------------------------------------------------- damaged run folders
 
 
