@@ -169,7 +169,9 @@ def test_resumes_after_sigkill(tmp_path):
         for line in first.splitlines()
         if "backed up" in line
     )
-    assert epochs and epochs[0] == done + 1, (done, epochs)  # resumed, not restarted
+    # resumed, not restarted: from the epoch after the last logged backup, or one later
+    # when the kill landed after an epoch's backup was written but before its log line
+    assert epochs and epochs[0] in (done + 1, done + 2), (done, epochs)
     assert epochs[-1] == 6
     result = json.loads((run_dir / "metrics.json").read_text())
     assert result["test"]["ndcg@10"] >= 0
