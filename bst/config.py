@@ -77,6 +77,10 @@ class ModelConfig:
             profile, text) by UNKNOWN during training, so requests without it work.
         loss: ``softmax`` (full catalog) or ``sampled`` (TFRS Retrieval, log-Q corrected).
         num_negatives: sampled-softmax negatives per batch (``sampled`` only).
+        mask_seen: at each position, the movies the history already holds are not
+            negatives of the softmax (evaluation and serving never rank them), unless one
+            is the target. ``softmax`` loss only: ``bst.train`` turns it off for
+            ``sampled`` (and refuses ``--set model.mask_seen=true`` with it).
         rating_head: add the BST rating-prediction head.
     """
 
@@ -90,6 +94,7 @@ class ModelConfig:
     feature_dropout: float = 0.3
     loss: str = "softmax"
     num_negatives: int = 1024
+    mask_seen: bool = True
     rating_head: bool = False
 
 

@@ -21,8 +21,48 @@ from bst.layers import MLPHead
 from bst.model import model_inputs
 
 
-@tf.custom_gradient
-def softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor):
+def seen_mask(ids: tf.Tensor, target: tf.Tensor, valid: tf.Tensor, num_columns) -> tf.Tensor:
+    """``(M, num_columns)`` bool: the movies each training token's history already holds,
+    which the loss does not count as negatives (``model.mask_seen``).
+
+    ``ids``: (B, L) input movie ids, left-padded; ``target``: (B, L) the next movie at
+    each position; ``valid``: (B, L) bool, the positions that are training tokens, in the
+    row-major order of ``tf.boolean_mask(query, valid)`` (token ``m`` = the m-th True).
+    Row ``m`` = token (b, t) is True at the movies ``ids[b, s]`` for ``s <= t`` (the
+    events it has seen; columns count real movies, index ``id - NUM_RESERVED``), except
+    at its own target: a movie seen before and watched again stays a positive.
+
+    Built from the (token, earlier position) pairs (a ragged range per token, about a
+    million on an ML-1M batch) written into a dense mask at once: a scatter into the
+    logits costs 4x more on a CPU.
+    """
+    seq_len = tf.shape(ids, out_type=tf.int64)[1]
+    flat_ids = tf.reshape(ids, [-1])
+    position = tf.where(tf.reshape(valid, [-1]))[:, 0]  # (M,) flat (b, t) of each token
+    events = tf.reduce_sum(tf.cast(ids != F.PAD, tf.int64), axis=1)  # (B,)
+    row = position // seq_len
+    first = row * seq_len + seq_len - tf.gather(events, row)  # left padding: first event
+    earlier = tf.ragged.range(first, position + 1)  # per token: flat (b, s), s <= t
+    token = earlier.value_rowids()  # (P,)
+    item = tf.gather(flat_ids, earlier.flat_values)  # (P,)
+    keep = item != tf.gather(tf.gather(tf.reshape(target, [-1]), position), token)
+    keep &= item >= F.NUM_RESERVED  # the unknown movie is no column
+    columns = tf.cast(num_columns, tf.int64)
+    flat = token * columns + tf.cast(item - F.NUM_RESERVED, tf.int64)
+    size = tf.size(position, out_type=tf.int64) * columns
+    mask = tf.raw_ops.SparseToDense(
+        sparse_indices=tf.boolean_mask(flat, keep),
+        output_shape=size[tf.newaxis],
+        sparse_values=tf.constant(True),
+        default_value=tf.constant(False),
+        validate_indices=False,  # unsorted, and a movie seen twice is written twice
+    )
+    return tf.reshape(mask, tf.stack([tf.size(position, out_type=tf.int64), columns]))
+
+
+def softmax_cross_entropy(
+    logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor | None = None
+) -> tf.Tensor:
     """Per-row ``-log softmax(logits)[label]``: ``(M, N)`` logits, int ``(M,)`` labels.
 
     The same values and gradients as ``tf.nn.sparse_softmax_cross_entropy_with_logits``,
@@ -33,7 +73,16 @@ def softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor):
     bfloat16 logits (``train.bf16_logits``) halve the memory traffic of the (M, N)
     passes (the loss and its gradient then carry bfloat16 rounding, about 0.2 %
     relative, as under mixed precision); the returned loss is float32 either way.
+
+    ``mask``: optional ``(M, N)`` bool, logits left out of the softmax (:func:`seen_mask`),
+    never a row's label: they get probability 0 and gradient 0. None = none.
     """
+    if mask is None:
+        return _softmax_cross_entropy(logits, labels)
+    return _masked_softmax_cross_entropy(logits, labels, mask)
+
+
+def _cross_entropy_of(logits: tf.Tensor, labels: tf.Tensor):
     probs = tf.nn.softmax(logits)  # (M, N), in the logits' dtype
     rows = tf.range(tf.shape(labels)[0])
     index = tf.stack([rows, tf.cast(labels, tf.int32)], axis=1)  # (M, 2)
@@ -43,9 +92,23 @@ def softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor):
 
     def grad(upstream):
         delta = tf.tensor_scatter_nd_sub(probs, index, tf.ones_like(picked))  # softmax - 1_label
-        return delta * tf.cast(upstream, probs.dtype)[:, tf.newaxis], None
+        return delta * tf.cast(upstream, probs.dtype)[:, tf.newaxis]
 
     return loss, grad
+
+
+@tf.custom_gradient
+def _softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor):
+    loss, grad = _cross_entropy_of(logits, labels)
+    return loss, lambda upstream: (grad(upstream), None)
+
+
+@tf.custom_gradient
+def _masked_softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor, mask: tf.Tensor):
+    # A large negative number, not -inf: its softmax is exactly 0 all the same, so the
+    # backward pass's softmax - one_hot is already 0 there (no second pass over the mask).
+    loss, grad = _cross_entropy_of(tf.where(mask, tf.constant(-1e9, logits.dtype), logits), labels)
+    return loss, lambda upstream: (grad(upstream), None, None)
 
 
 class BSTTrainer(tf.keras.Model):
@@ -77,6 +140,7 @@ class BSTTrainer(tf.keras.Model):
         # The schedule's planned steps (bst.optim.SchedulePlanner), saved with the backups.
         self.planned_steps = tf.Variable(0, trainable=False, dtype=tf.int64, name="planned_steps")
         self.num_negatives = cfg.model.num_negatives
+        self.mask_seen = cfg.model.mask_seen and cfg.model.loss == "softmax"
         if self.loss_kind not in ("softmax", "sampled"):
             raise ValueError(
                 f"model.loss must be 'softmax' or 'sampled'. Received: {self.loss_kind!r}"
@@ -119,8 +183,14 @@ class BSTTrainer(tf.keras.Model):
             if self.logits_dtype is not None:
                 query, items = tf.cast(query, self.logits_dtype), tf.cast(items, self.logits_dtype)
             logits = tf.einsum("bld,nd->bln", query, items)  # (B, L, N - 2)
-            log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
             label = tf.maximum(target - F.NUM_RESERVED, 0)
+            logits = tf.cast(logits, tf.float32)
+            if self.mask_seen:  # dense (B, L, N - 2): movies at positions <= t, not the target
+                ids = tf.cast(features[F.MOVIE_ID], tf.int32) - F.NUM_RESERVED
+                seen = tf.cumsum(tf.one_hot(ids, tf.shape(items)[0]), axis=1) > 0
+                seen &= ~tf.cast(tf.one_hot(label, tf.shape(items)[0]), tf.bool)
+                logits = tf.where(seen, tf.constant(-1e9, tf.float32), logits)
+            log_probs = tf.nn.log_softmax(logits)
             picked = tf.gather(log_probs, label, batch_dims=2)  # (B, L)
             weight = tf.cast(valid, tf.float32)
             loss = -tf.reduce_sum(picked * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
@@ -132,7 +202,11 @@ class BSTTrainer(tf.keras.Model):
             if self.logits_dtype is not None:
                 q, items = tf.cast(q, self.logits_dtype), tf.cast(items, self.logits_dtype)
             logits = tf.matmul(q, items, transpose_b=True)  # (M, N - 2)
-            per_token = softmax_cross_entropy(logits, t - F.NUM_RESERVED)  # (M,) float32
+            mask = None
+            if self.mask_seen:
+                ids = tf.cast(features[F.MOVIE_ID], tf.int32)
+                mask = seen_mask(ids, target, valid, tf.shape(items)[0])  # (M, N - 2)
+            per_token = softmax_cross_entropy(logits, t - F.NUM_RESERVED, mask)  # (M,) f32
             loss = tf.reduce_mean(per_token)
         else:
             count = tf.shape(t)[0]

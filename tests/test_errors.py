@@ -116,6 +116,10 @@ def test_zip_over_the_size_limit_is_refused_before_writing(tmp_path):
         (["--data-dir", "elsewhere"], "--data-dir elsewhere: the tiny preset trains on synthetic"),
         (["--format", "sasrec"], "--format sasrec: the tiny preset trains on synthetic"),
         (["--set", "data.data_dir=elsewhere"], "data.data_dir='elsewhere' is set but"),
+        (
+            ["--set", "model.loss=sampled", "--set", "model.mask_seen=true"],
+            "model.mask_seen=true needs model.loss=softmax",
+        ),
     ],
 )
 def test_train_refuses_impossible_values_before_writing_anything(tmp_path, capsys, flags, message):
@@ -309,3 +313,13 @@ def test_ctrl_c_in_serve_is_one_line_exit_130(tmp_path):
     text = (tmp_path / "serve.log").read_text()
     assert "Traceback" not in text
     assert text.strip().splitlines()[-1] == "interrupted; server stopped"
+
+
+def test_sampled_loss_turns_the_default_mask_seen_off_in_the_saved_config():
+    """``model.mask_seen`` (on by default) does not apply to the sampled loss: the resolved
+    config says it is off, instead of claiming a masking that never ran."""
+    from bst import cli
+
+    args = cli.parse("train", ["--preset", "tiny", "--set", "model.loss=sampled"])
+    assert args.cfg.model.loss == "sampled" and args.cfg.model.mask_seen is False
+    assert cli.parse("train", ["--preset", "tiny"]).cfg.model.mask_seen is True

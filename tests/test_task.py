@@ -161,3 +161,58 @@ def test_softmax_cross_entropy_in_bfloat16_stays_close_and_returns_float32():
     ref_grad = tape.gradient(ref, rounded).numpy()
     err = np.abs(grad.numpy().astype(np.float32) - ref_grad)
     assert err.max() <= 1e-2 * np.abs(ref_grad).max()  # bfloat16 keeps 8 bits
+
+
+def test_seen_mask_holds_each_tokens_earlier_movies_but_its_target():
+    """``model.mask_seen``: token (b, t) leaves out the movies at positions <= t of row b
+    (a repeat too), never its own target, never padding or the unknown movie."""
+    from bst.features import NUM_RESERVED
+    from bst.task import seen_mask
+
+    ids = np.array([[0, 0, 5, 7, 5, 9], [3, 4, 1, 6, 3, 8]], np.int32)  # 1 = unknown movie
+    target = np.array([[0, 0, 7, 5, 9, 4], [4, 1, 6, 3, 8, 2]], np.int32)
+    valid = target >= NUM_RESERVED  # (b=1, t=1) has the unknown movie as target: no token
+    got = seen_mask(tf.constant(ids), tf.constant(target), tf.constant(valid), 9).numpy()
+    expected = []
+    for b in range(2):
+        for t in range(6):
+            if valid[b, t]:
+                row = np.zeros(9, bool)
+                for s in range(t + 1):
+                    if ids[b, s] >= NUM_RESERVED and ids[b, s] != target[b, t]:
+                        row[ids[b, s] - NUM_RESERVED] = True
+                expected.append(row)
+    np.testing.assert_array_equal(got, np.array(expected))
+    assert not got[1, 5 - NUM_RESERVED]  # movie 5 seen at t=2 is token 1's target
+
+
+def test_masked_softmax_cross_entropy_leaves_the_masked_logits_out():
+    from bst.task import softmax_cross_entropy
+
+    rng = np.random.default_rng(2)
+    logits = tf.constant(rng.normal(size=(4, 9)) * 3, tf.float32)
+    labels = tf.constant([0, 3, 8, 2], tf.int32)
+    mask = np.zeros((4, 9), bool)
+    mask[[0, 0, 1, 3], [1, 2, 0, 7]] = True
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = tf.reduce_sum(softmax_cross_entropy(logits, labels, tf.constant(mask)))
+        ref = tf.reduce_sum(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=tf.where(mask, -np.inf, logits)
+            )
+        )
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5)
+    grad = tape.gradient(ours, logits).numpy()
+    assert (grad[mask] == 0).all()
+    np.testing.assert_allclose(grad, np.nan_to_num(tape.gradient(ref, logits).numpy()), atol=1e-6)
+
+
+def test_mask_seen_lowers_the_loss_and_can_be_turned_off(tiny_cfg, tables):
+    """Fewer negatives, lower loss: the flag is used either way."""
+    features, labels = next(iter(make_dataset(tiny_cfg, "train", batch_size=16, shuffle=False)))
+    model = build_model(tiny_cfg, tables)
+    on = BSTTrainer(model, tiny_cfg).compute_loss_terms(features, labels, training=False)
+    off_cfg = config.replace(tiny_cfg, {"model.mask_seen": False})
+    off = BSTTrainer(model, off_cfg).compute_loss_terms(features, labels, training=False)
+    assert float(on) < float(off)
