@@ -20,6 +20,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from bst import config as config_lib
 from bst.errors import UsageError, cli_errors
@@ -73,6 +74,15 @@ def train_parser() -> argparse.ArgumentParser:
         "--data-dir", default=None, help="raw data folder (default $BST_DATA_DIR or ~/.cache/bst)"
     )
     parser.add_argument("--format", choices=("ml1m", "sasrec"), default=None)
+    parser.add_argument(
+        "--catalog",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="movie catalog with plot overviews (TMDB columns) to join to movies.dat and "
+        "train with as a text feature (repeatable; the join report goes to "
+        "<run-dir>/enriched; default: no text)",
+    )
     parser.add_argument("--run-dir", default=None, help="run folder (default runs/<preset>)")
     parser.add_argument("--tpu", default=None, help="TPU name or address: use TPUStrategy")
     parser.add_argument(
@@ -191,6 +201,16 @@ def _check_train(args: argparse.Namespace) -> None:
         updates["data.data_dir"] = args.data_dir
     if args.format:
         updates["data.format"] = args.format
+    for catalog in args.catalog:
+        if not Path(catalog).is_file():
+            raise UsageError(f"--catalog {catalog}: file not found")
+    if args.catalog:
+        updates["data.catalogs"] = tuple(args.catalog)
+    if (args.catalog or cfg.data.catalogs) and cfg.data.enriched:
+        raise UsageError(
+            "--catalog (data.catalogs) and data.enriched are both given: the catalogs are "
+            "joined into a new enriched table; give one of them"
+        )
     args.cfg = config_lib.validate(config_lib.replace(cfg, updates))
     args.run_dir = args.run_dir or f"runs/{args.preset}"
     if args.export_dir is None:

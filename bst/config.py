@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 from bst.errors import UsageError
 
@@ -40,6 +40,12 @@ class DataConfig:
         synthetic_users / synthetic_movies: size of the synthetic data.
         num_shards: TFRecord shards per split.
         enriched: optional CSV from ``pipelines.enrich`` (movie overviews).
+        catalogs: movie catalogs (CSV with TMDB's columns) to join to ``movies.dat`` by
+            fuzzy title matching before preparing (``bst.train --catalog``): the join
+            writes ``<run_dir>/enriched/movies_enriched.csv`` and its report there, and
+            that table becomes ``enriched`` (so a saved config holds both; a command
+            line may give only one). Empty = no join. ``--set`` takes them
+            comma-separated.
         all_windows: cut training histories longer than ``model.max_len`` into several
             windows (True) or keep only the newest window (False, as SASRec does).
         cache: keep featurized examples in memory after the first epoch.
@@ -56,6 +62,7 @@ class DataConfig:
     synthetic_movies: int = 40
     num_shards: int = 4
     enriched: str = ""
+    catalogs: tuple[str, ...] = ()
     all_windows: bool = True
     cache: bool = True
     bucket_by_length: bool = True
@@ -193,6 +200,12 @@ def preset(name: str) -> Config:
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
     """Convert ``value`` (a string from the command line, or JSON) to ``kind``."""
+    if get_origin(kind) is tuple:  # tuple[str, ...]: a JSON list, or "a,b" from --set
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{key} expects a list of strings, got {value!r}")
+        return tuple(value)
     if isinstance(value, str) and kind is not str:
         text = value.strip()
         if kind is bool:
@@ -355,6 +368,11 @@ def validate(cfg: Config) -> Config:
         raise UsageError(
             f"data.format={cfg.data.format!r} with data.synthetic=true: synthetic data is in "
             "ML-1M format; add --set data.synthetic=false to read a sasrec file"
+        )
+    if cfg.data.catalogs and cfg.data.synthetic:
+        raise UsageError(
+            "data.catalogs with data.synthetic=true: synthetic movies have made-up titles "
+            "that no catalog lists; add --set data.synthetic=false and --data-dir"
         )
     if cfg.data.side_data_dir and cfg.data.format != "sasrec":
         raise UsageError(

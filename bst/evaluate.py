@@ -50,6 +50,7 @@ from bst.metrics import (
     TEST,
     VALIDATION,
     by_history_length,
+    by_target_count,
     evaluate_scores,
     load_eval_data,
     results_table,
@@ -329,6 +330,20 @@ def format_report(result: dict) -> str:
         "",
         f"![by history length]({PLOTS['by_history_length']})",
         "",
+        "## By the target movie's training ratings (NDCG@10)",
+        "",
+        "Rare targets are where ids alone know little: 0 = never rated in training.",
+        "",
+    ]
+    names = list(result["by_target_count"])
+    buckets = result["by_target_count"][MODEL_NAME]
+    lines.append("| training ratings | users | " + " | ".join(f"{n}" for n in names) + " |")
+    lines.append("|---" * (len(names) + 2) + "|")
+    for i, bucket in enumerate(buckets):
+        cells = [_cell(result["by_target_count"][n][i]["ndcg@10"]) for n in names]
+        lines.append(f"| {bucket['bucket']} | {bucket['users']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
         f"## Popularity of the top-{COVERAGE_K} recommendations",
         "",
         "Training-popularity rank of the recommended movies as a share of the catalog "
@@ -438,6 +453,7 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
     seconds["baselines"] = time.perf_counter() - started
 
     lengths = data.history_lengths
+    train_counts = prepared.train_item_counts()
     pop_rank = popularity_ranks(popularity)
     result = {
         "run_dir": str(run_dir),
@@ -449,6 +465,9 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
         "model": {MODEL_NAME: metrics},
         "baselines": baselines,
         "by_history_length": {n: by_history_length(r, lengths) for n, r in all_ranks.items()},
+        "by_target_count": {
+            n: by_target_count(r, data.targets, train_counts) for n, r in all_ranks.items()
+        },
         "ndcg_curve": {
             "k": list(CURVE_KS),
             **{n: ndcg_curve(r) for n, r in all_ranks.items()},

@@ -380,16 +380,51 @@ def by_history_length(
     buckets says the model is not using the sequence. Empty buckets are kept (NaN
     metrics) so tables from different models line up.
     """
+    return by_bucket(ranks, lengths, buckets)
+
+
+# Training ratings of the target movie: 0 (never rated in training: OOV or cold), rare
+# (1-4, 5-19), then the body and the head of the catalog.
+TARGET_COUNT_BUCKETS = (0, 1, 5, 20, 100, math.inf)
+
+
+def by_target_count(
+    ranks: np.ndarray,
+    targets: np.ndarray,
+    train_counts: np.ndarray,
+    buckets: Sequence[float] = TARGET_COUNT_BUCKETS,
+) -> list[dict[str, float | int | str]]:
+    """HR@10 and NDCG@10 by how often the target movie was rated in training: where a
+    content feature (overview text, genres) must carry a model that ids alone cannot.
+
+    ``targets``: item index per row (1 = OOV, counted as 0 ratings); ``train_counts``:
+    ``[N]`` training ratings per item index (:meth:`Prepared.train_item_counts`).
+    """
+    targets = np.asarray(targets, dtype=np.int64).reshape(-1)
+    counts = np.where(targets >= F.NUM_RESERVED, np.asarray(train_counts)[targets], 0)
+    return by_bucket(ranks, counts, buckets)
+
+
+def by_bucket(
+    ranks: np.ndarray, values: np.ndarray, buckets: Sequence[float]
+) -> list[dict[str, float | int | str]]:
+    """HR@10 and NDCG@10 of the rows whose ``values`` fall in each bucket ``[lo, hi)``
+    (empty buckets kept, with NaN metrics, so tables from different models line up)."""
     ranks = np.asarray(ranks, dtype=np.float64).reshape(-1)
-    lengths = np.asarray(lengths).reshape(-1)
+    lengths = np.asarray(values).reshape(-1)
     if len(ranks) != len(lengths):
         raise ValueError(
-            f"one length per rank expected. Received: {len(lengths)} lengths, {len(ranks)} ranks"
+            f"one value per rank expected. Received: {len(lengths)} values, {len(ranks)} ranks"
         )
     rows = []
     for lo, hi in zip(buckets[:-1], buckets[1:], strict=True):
         inside = (lengths >= lo) & (lengths < hi)
-        label = f"{int(lo)}+" if math.isinf(hi) else f"{int(lo)}-{int(hi) - 1}"
+        if math.isinf(hi):
+            label = f"{int(lo)}+"
+        elif hi - lo == 1:
+            label = f"{int(lo)}"
+        else:
+            label = f"{int(lo)}-{int(hi) - 1}"
         summary = summarize(ranks[inside], ks=(10,))
         rows.append(
             {

@@ -143,11 +143,12 @@ def test_history_buckets_and_curves_are_consistent(evaluated):
     _, result = evaluated
     users = result["users"]
     for name in ("BST", *BASELINES):
-        rows = result["by_history_length"][name]
-        assert sum(r["users"] for r in rows) == users
         overall = result["model"]["BST"] if name == "BST" else result["baselines"][name]
-        weighted = sum(r["users"] * r["ndcg@10"] for r in rows if r["users"]) / users
-        assert weighted == pytest.approx(overall["ndcg@10"])
+        for breakdown in ("by_history_length", "by_target_count"):
+            rows = result[breakdown][name]
+            assert sum(r["users"] for r in rows) == users
+            weighted = sum(r["users"] * r["ndcg@10"] for r in rows if r["users"]) / users
+            assert weighted == pytest.approx(overall["ndcg@10"])
         curve = result["ndcg_curve"][name]
         assert len(curve) == 20 and curve == sorted(curve)  # NDCG@K grows with K
         for k in (1, 5, 10, 20):
@@ -224,6 +225,7 @@ def test_report_marks_published_rows_as_context_on_synthetic_data():
         "model": {"BST": metrics},
         "baselines": {"popularity": metrics},
         "by_history_length": {"BST": [bucket], "popularity": [bucket]},
+        "by_target_count": {"BST": [bucket], "popularity": [bucket]},
         "popularity_bias": {
             "BST": {"median_percentile": 0.5, "head_share": 0.1, "distinct_items": 7}
         },

@@ -154,6 +154,18 @@ def test_by_history_length_buckets():
     assert rows[2]["hr@10"] == 0.0
 
 
+def test_by_target_count_buckets_targets_by_their_training_ratings():
+    ranks = np.array([1.0, 2.0, 30.0, 1.0, np.inf])
+    targets = np.array([2, 3, 4, 5, 1])  # 1 = OOV: counted as never rated
+    counts = np.array([0, 0, 0, 4, 5, 250])
+    rows = M.by_target_count(ranks, targets, counts)
+    assert [r["bucket"] for r in rows] == ["0", "1-4", "5-19", "20-99", "100+"]
+    assert [r["users"] for r in rows] == [2, 1, 1, 0, 1]
+    assert rows[0]["hr@10"] == 0.5  # target 2 (0 ratings) hit, the OOV target missed
+    assert rows[2]["hr@10"] == 0.0 and rows[4]["hr@10"] == 1.0
+    assert math.isnan(rows[3]["ndcg@10"])
+
+
 def test_load_eval_data_agrees_with_sequences_tsv(prepared_dir):
     header, *lines = (prepared_dir / "sequences.tsv").read_text().splitlines()
     lookup = index_of(read_vocabulary(prepared_dir / "vocab" / "movie_id.txt"))

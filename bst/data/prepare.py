@@ -46,6 +46,7 @@ from bst.data.sasrec import ITEM_MAP, SASREC_FILE, USER_MAP, load_sasrec
 from bst.data.split import SPLITS, TEST, TRAIN, VALIDATION, split_by_time
 from bst.data.synthetic import generate
 from bst.errors import DataError, UsageError, writable_dir
+from bst.metadata.report import enrich
 from bst.tempdirs import clean_stale, make_temp_dir, remove_temp_dir
 from bst.text import build_overview_tokens
 from bst.vocab import build_vocabularies, write_vocabularies
@@ -287,13 +288,18 @@ def ensure_prepared(cfg: Config, run_dir: Path, chief: bool = True) -> Config:
     """
     prepared = Path(cfg.data.prepared_dir or run_dir / "prepared").resolve()
     # Absolute, resolved paths: the saved config reruns the run from any folder.
-    paths = {
+    paths: dict[str, object] = {
         f"data.{key}": str(Path(value).expanduser().resolve())
         for key in ("data_dir", "side_data_dir", "enriched")
         if (value := getattr(cfg.data, key))
     }
+    if cfg.data.catalogs:
+        paths["data.catalogs"] = tuple(
+            str(Path(c).expanduser().resolve()) for c in cfg.data.catalogs
+        )
     cfg = config_lib.replace(cfg, {"data.prepared_dir": str(prepared), **paths})
     if is_prepared(prepared):
+        _check_text_matches(prepared, cfg)
         log.info("using prepared data in %s", prepared)
         return cfg
     if not chief:
@@ -315,6 +321,9 @@ def ensure_prepared(cfg: Config, run_dir: Path, chief: bool = True) -> Config:
     elif not data_dir:
         data_dir = str(config_lib.default_data_dir())
         cfg = config_lib.replace(cfg, {"data.data_dir": data_dir})  # say what was used
+    if cfg.data.catalogs:
+        enriched = join_catalogs_for_run(cfg, data_dir, run_dir)
+        cfg = config_lib.replace(cfg, {"data.enriched": str(enriched)})
     log.info("preparing %s data from %s into %s", cfg.data.format, data_dir, prepared)
     prepare(
         data_dir,
@@ -325,3 +334,52 @@ def ensure_prepared(cfg: Config, run_dir: Path, chief: bool = True) -> Config:
         cfg.data.enriched or None,
     )
     return cfg
+
+
+ENRICHED_DIR = "enriched"
+ENRICHED_FILE = "movies_enriched.csv"
+
+
+def join_catalogs_for_run(cfg: Config, data_dir: str | Path, run_dir: Path) -> Path:
+    """Join ``movies.dat`` to ``cfg.data.catalogs`` (``bst.train --catalog``); returns the
+    enriched table, ``<run_dir>/enriched/movies_enriched.csv``, with the join report
+    (``.report.json``, ``.report.md``) beside it."""
+    if cfg.data.format == "ml1m":
+        movies = ensure_movielens(data_dir) / "movies.dat"
+    elif cfg.data.side_data_dir:
+        movies = Path(cfg.data.side_data_dir) / "movies.dat"
+    else:
+        raise UsageError(
+            "data.catalogs needs movie titles: with data.format=sasrec set "
+            "data.side_data_dir to a folder with movies.dat"
+        )
+    out = run_dir / ENRICHED_DIR / ENRICHED_FILE
+    result, report = enrich(movies, [Path(c) for c in cfg.data.catalogs], out)
+    log.info(
+        "joined %d catalog(s) to %s: %d of %d movies have an overview (%.1f %%); report in %s",
+        len(cfg.data.catalogs),
+        movies,
+        report.matched,
+        report.movies,
+        100 * report.join_rate,
+        out.parent,
+    )
+    return out
+
+
+def _check_text_matches(prepared: Path, cfg: Config) -> None:
+    """A reused prepared folder must have overviews exactly when the run asks for them
+    (``data.enriched`` or ``data.catalogs``): otherwise the flag would be ignored."""
+    try:
+        manifest = json.loads((prepared / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {prepared / MANIFEST}: {err}", prepared) from None
+    has_text = bool(manifest.get("config", {}).get("enriched"))
+    wants_text = bool(cfg.data.enriched or cfg.data.catalogs)
+    if has_text != wants_text:
+        asked = "asks for overviews (data.enriched or --catalog)" if wants_text else "has none"
+        raise UsageError(
+            f"{prepared} was prepared {'with' if has_text else 'without'} movie overviews but "
+            f"this run {asked}: set data.prepared_dir to another folder, or remove this one "
+            "to prepare it again"
+        )
