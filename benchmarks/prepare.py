@@ -42,9 +42,12 @@ def main() -> None:
 
     import bst  # noqa: F401
     from bst import config
+    from bst.data.prepared import Prepared
     from bst.pipeline import make_dataset
+    from bst.train import resolve_batch_size
 
     cfg = config.replace(config.ml1m(), {"data.prepared_dir": str(out)})
+    cfg = resolve_batch_size(cfg, Prepared.open(out))
     ds = make_dataset(cfg, "train")
     rates = []
     for epoch in range(args.epochs):

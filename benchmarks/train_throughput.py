@@ -36,6 +36,7 @@ def main() -> None:
     from bst.model import Tables, build_model
     from bst.pipeline import make_dataset
     from bst.task import BSTTrainer
+    from bst.train import resolve_batch_size
 
     import tensorflow as tf  # isort: skip
 
@@ -47,6 +48,7 @@ def main() -> None:
         {"data.prepared_dir": str(prepared_dir), **config.parse_overrides(args.overrides)},
     )
     prepared = Prepared.open(prepared_dir)
+    cfg = resolve_batch_size(cfg, prepared)
     model = build_model(cfg, Tables.from_prepared(prepared))
     trainer = BSTTrainer(model, cfg)
     trainer.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))

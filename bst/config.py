@@ -110,7 +110,9 @@ class TrainConfig:
     """Optimization and run control.
 
     Attributes:
-        batch_size: global batch size (split across replicas).
+        batch_size: global batch size (split across replicas); -1 (the default) = 128,
+            or smaller on small data so an epoch has at least 24 steps
+            (:func:`bst.optim.auto_batch_size`; the saved config holds the number).
         epochs: maximum epochs.
         learning_rate: peak learning rate, reached after the warm-up.
         schedule: after the warm-up, ``cosine`` (to ``final_lr_fraction`` of the peak at the
@@ -138,7 +140,7 @@ class TrainConfig:
             is about 3x slower), ``true`` or ``false``.
     """
 
-    batch_size: int = 128
+    batch_size: int = -1
     epochs: int = 200
     learning_rate: float = 2e-3
     schedule: str = "cosine"
@@ -309,7 +311,6 @@ RANGES = {
     "model.attention_dropout": (0.0, 1.0, False, True),
     "model.feature_dropout": (0.0, 1.0, False, True),
     "model.num_negatives": (1, _INF, False, False),
-    "train.batch_size": (1, _INF, False, False),
     "train.epochs": (1, _INF, False, False),
     "train.learning_rate": (0.0, 10.0, True, False),
     "train.warmup_fraction": (0.0, 1.0, False, False),
@@ -350,6 +351,10 @@ def validate(cfg: Config) -> Config:
             raise UsageError(
                 f"{key} must be {_interval(low, high, low_open, high_open)}, got {value!r}"
             )
+    if not (cfg.train.batch_size == -1 or cfg.train.batch_size >= 1):
+        raise UsageError(
+            f"train.batch_size must be >= 1 or -1 (auto), got {cfg.train.batch_size!r}"
+        )
     minutes = cfg.train.max_minutes
     if not (minutes == -1 or 0 <= minutes < _INF):
         raise UsageError(

@@ -82,6 +82,25 @@ class WarmupDecay(tf.keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+# train.batch_size=-1: the largest batch, halved (not below the smallest) while an epoch
+# would hold fewer than MIN_STEPS_PER_EPOCH steps.
+LARGEST_BATCH, SMALLEST_BATCH, MIN_STEPS_PER_EPOCH = 128, 16, 24
+
+
+def auto_batch_size(examples: int) -> int:
+    """The batch size of ``train.batch_size=-1`` for ``examples`` training windows.
+
+    128 on data the size of ML-1M (about 7,700 windows: 60 steps an epoch); on small
+    data, halved until an epoch has at least 24 steps, so a run makes enough (and
+    noisier, so less overfitting) updates: on a 10 % user subsample of ML-1M (823
+    windows) it gives 32, which beat 128 on validation NDCG@10 (0.1173 against 0.1121).
+    """
+    batch = LARGEST_BATCH
+    while batch > SMALLEST_BATCH and examples < MIN_STEPS_PER_EPOCH * batch:
+        batch //= 2
+    return batch
+
+
 def make_schedule(cfg: Config, total: tf.Variable | int) -> WarmupDecay:
     t = cfg.train
     return WarmupDecay(

@@ -205,6 +205,11 @@ def make_dataset(
     is_train = split == TRAIN
     shuffle = is_train if shuffle is None else shuffle
     batch_size = batch_size or cfg.train.batch_size
+    if batch_size < 1:
+        raise ValueError(
+            f"`batch_size` must be positive. Received: {batch_size} (train.batch_size=-1 is "
+            "made concrete by bst.train.resolve_batch_size before the data is read)"
+        )
     featurizer = Featurizer(prepared, cfg.model.max_len)
 
     ds = tf.data.Dataset.from_tensor_slices(files)

@@ -133,16 +133,13 @@ def serve(args: argparse.Namespace) -> int:
     if not is_loopback(host):
         log.warning("listening on %s: reachable from the network, with no authentication", host)
     version = app.state.manager.current.version
-    log.info(
-        "serving %s version %d at http://%s:%d/v1/models/%s (Ctrl+C stops)",
-        args.model_dir,
-        version,
-        host,
-        port,
-        args.model_name,
-    )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = _Server(config)
+    # said once the server is up and Ctrl+C is handled, so the line means "ready"
+    server.ready_line = (
+        f"serving {args.model_dir} version {version} at "
+        f"http://{host}:{port}/v1/models/{args.model_name} (Ctrl+C stops)"
+    )
     server.run(sockets=[sock])
     if signal.SIGINT in server.stopped_by:
         raise KeyboardInterrupt  # after the graceful shutdown: cli_errors → exit 130
@@ -160,6 +157,12 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config):
         super().__init__(config)
         self.stopped_by: list[int] = []
+        self.ready_line = ""
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)  # inside capture_signals: handlers are set
+        if self.ready_line and self.started:
+            log.info("%s", self.ready_line)
 
     def handle_exit(self, sig: int, frame) -> None:
         self.stopped_by.append(sig)

@@ -76,7 +76,13 @@ from bst.metrics import (
     results_table,
 )
 from bst.model import Tables, build_model, weights_digest
-from bst.optim import SchedulePlanner, make_optimizer
+from bst.optim import (
+    LARGEST_BATCH,
+    MIN_STEPS_PER_EPOCH,
+    SchedulePlanner,
+    auto_batch_size,
+    make_optimizer,
+)
 from bst.pipeline import make_dataset
 from bst.scoring import rank_metrics
 from bst.task import BSTTrainer
@@ -97,6 +103,24 @@ def count_train_windows(prepared: Prepared, max_len: int, all_windows: bool) -> 
     )
 
 
+def resolve_batch_size(cfg: Config, prepared: Prepared) -> Config:
+    """``cfg`` with ``train.batch_size=-1`` made concrete for ``prepared``'s training data
+    (:func:`bst.optim.auto_batch_size`, logged); any other value unchanged."""
+    if cfg.train.batch_size != -1:
+        return cfg
+    windows = count_train_windows(prepared, cfg.model.max_len, cfg.data.all_windows)
+    batch = auto_batch_size(windows)
+    log.info(
+        "batch size %d (train.batch_size=-1: %d, or smaller so that %d training examples "
+        "make at least %d steps an epoch)",
+        batch,
+        LARGEST_BATCH,
+        windows,
+        MIN_STEPS_PER_EPOCH,
+    )
+    return config_lib.replace(cfg, {"train.batch_size": batch})
+
+
 def train(
     cfg: Config, run_dir: str | Path, tpu: str | None = None, export_dir: str | None = None
 ) -> dict:
@@ -107,6 +131,9 @@ def train(
     kind, index, workers = task_info()
     strategy = make_strategy(tpu)
     cfg = ensure_prepared(cfg, run_dir, chief=chief)
+    prepared = Prepared.open(cfg.data.prepared_dir)
+    cfg = resolve_batch_size(cfg, prepared)
+    windows = count_train_windows(prepared, cfg.model.max_len, cfg.data.all_windows)
     cfg, notes = resolve(cfg, strategy)
     for note in notes:
         log.info(note)
@@ -114,8 +141,6 @@ def train(
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
     policy = set_precision(cfg, strategy)
     tf.keras.utils.set_random_seed(cfg.train.seed)
-    prepared = Prepared.open(cfg.data.prepared_dir)
-    windows = count_train_windows(prepared, cfg.model.max_len, cfg.data.all_windows)
     item_counts = prepared.train_item_counts()
     steps = cfg.train.steps_per_epoch or max(1, math.ceil(windows / cfg.train.batch_size))
     log.info(

@@ -105,7 +105,7 @@ def test_zip_over_the_size_limit_is_refused_before_writing(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--set", "train.batch_size=0"], "train.batch_size must be >= 1, got 0"),
+        (["--set", "train.batch_size=0"], "train.batch_size must be >= 1 or -1 (auto), got 0"),
         (["--set", "model.max_len=0"], "model.max_len must be in [1, 100000], got 0"),
         (["--set", "train.learning_rate=-1"], "train.learning_rate must be in (0, 10], got -1.0"),
         (["--set", "train.learning_rate=nan"], "train.learning_rate must be in (0, 10], got nan"),
@@ -239,7 +239,9 @@ def test_damaged_run_folder_is_one_line_naming_the_file(damaged_run, capsys, com
 def test_config_load_names_the_bad_field(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"preset": "tiny", "train": {"batch_size": 0}}))
-    with pytest.raises(UsageError, match=r"config.json: train.batch_size must be >= 1, got 0"):
+    with pytest.raises(
+        UsageError, match=r"config.json: train.batch_size must be >= 1 or -1 \(auto\), got 0"
+    ):
         config.load(path)
 
 

@@ -89,3 +89,25 @@ def test_planner_does_not_plan_on_the_first_epochs_tracing_time():
     planner.on_epoch_end(1)
     assert planner.epoch_times[1] == pytest.approx(10.0, abs=0.05)
     assert int(planned.numpy()) == 20 + 10 * int((60 - 18) // 10)
+
+
+def test_auto_batch_size_keeps_128_on_ml1m_sized_data_and_shrinks_on_small_data():
+    from bst.optim import auto_batch_size
+
+    assert auto_batch_size(7_700) == 128  # ML-1M's windows: 60 steps an epoch
+    assert auto_batch_size(24 * 128) == 128
+    assert auto_batch_size(24 * 128 - 1) == 64
+    assert auto_batch_size(823) == 32  # the 10 % user subsample
+    assert auto_batch_size(10) == 16  # never below 16
+    assert auto_batch_size(0) == 16
+
+
+def test_resolve_batch_size_makes_the_default_concrete(tiny_cfg, prepared_dir):
+    from bst.data.prepared import Prepared
+    from bst.train import resolve_batch_size
+
+    prepared = Prepared.open(prepared_dir)
+    auto = config.replace(tiny_cfg, {"train.batch_size": -1})
+    assert resolve_batch_size(auto, prepared).train.batch_size == 16  # 30 users
+    assert resolve_batch_size(tiny_cfg, prepared) is tiny_cfg  # a given value is kept
+    assert config.ml1m().train.batch_size == -1
