@@ -207,12 +207,13 @@ class Encoder:
         and values are needed), the top block, the final norm and the MLP head only at
         the newest position; same result as ``[:, -1:]`` of the full output.
         ``catalog``: the ``(N, D)`` output of ``ItemEmbedding.all_items()``, computed once;
-        the history's item tokens are then gathered from it instead of recomputed.
+        the history's item tokens are then gathered from it instead of recomputed (the
+        servable, the scorer and the training loss, whose gradient flows through it).
         """
         ids = inputs[F.MOVIE_ID]
         if catalog is None:
             x = self.items(ids)  # (B, L, D)
-        else:  # eager serving path only; row 0 (padding) of the catalog is zero
+        else:  # row 0 (padding) of the catalog is zero, as items(0) is
             x = tf.cast(tf.gather(catalog, ids), self.items.compute_dtype)  # (B, L, D)
         for name, (dropout, embedding, add) in self.event_features.items():
             feature = dropout(inputs[name], training=training)

@@ -171,13 +171,17 @@ class BSTTrainer(tf.keras.Model):
         return self.model(model_inputs(features), training=training)
 
     def compute_loss_terms(self, features, labels, training):
-        out = self.model(model_inputs(features), training=training)
-        query = out["query"]  # (B, L, D), in the compute dtype
+        # The catalog's item tokens, once per step: the softmax needs them all, and the
+        # history's tokens are gathered from them instead of being embedded again (with
+        # overview text, a movie's token averages 64 word vectors: embedding every history
+        # position was most of a step). The same forward pass as the functional model's
+        # "query" output, without its last-position "scores" head, which training never uses.
+        catalog = self.items.all_items()  # (N, D), in the compute dtype
+        query = self.model.encoder(model_inputs(features), training=training, catalog=catalog)
         target = tf.cast(labels[F.NEXT_MOVIE], tf.int32)  # (B, L)
         valid = target >= F.NUM_RESERVED  # padding and "unknown movie" are never targets
         q = tf.boolean_mask(query, valid)  # (M, D)
         t = tf.boolean_mask(target, valid)  # (M,)
-        catalog = self.items.all_items()  # (N, D), in the compute dtype
         if self.retrieval is None and self.static_shapes:
             items = catalog[F.NUM_RESERVED :]
             if self.logits_dtype is not None:

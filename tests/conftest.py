@@ -74,3 +74,29 @@ def trained_run(tmp_path_factory) -> Path:
         ["--preset", "tiny", "--run-dir", str(run_dir), "--export-dir", str(run_dir / "saved")]
     )
     return run_dir
+
+
+def served_and_expected_top_k(cfg, model, prepared, loaded, k: int = 5, batch: int = 12):
+    """The first ``batch`` test histories as movie-id strings, the servable's top ``k``
+    for them and the in-memory model's top ``k`` from the same inputs the servable
+    builds (only movie ids known; seen movies and the reserved rows excluded)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from bst import features as F
+    from bst.model import model_inputs
+    from bst.pipeline import make_dataset
+
+    vocab = np.array(["", "[UNK]", *prepared.vocabs[F.MOVIE_ID]])
+    features, _ = next(iter(make_dataset(cfg, "test", batch_size=batch, shuffle=False)))
+    ids = features[F.MOVIE_ID].numpy()
+    unknown = np.where(ids > 0, F.UNKNOWN, F.PAD).astype(np.int32)
+    inputs = {F.MOVIE_ID: ids, F.TIME_GAP: unknown, F.RATING: unknown}
+    inputs.update({n: np.full(len(ids), F.UNKNOWN, np.int32) for n in F.PROFILE_FEATURES})
+    scores = model(model_inputs(inputs), training=False)["scores"].numpy()
+    scores[:, : F.NUM_RESERVED] = -np.inf
+    for row in range(len(ids)):
+        scores[row, ids[row][ids[row] > 0]] = -np.inf
+    expected = vocab[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
+    out = loaded.signatures["serving_default"](history=tf.constant(vocab[ids]))
+    return vocab[ids], out["movie_ids"].numpy().astype(str)[:, :k], expected

@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from bst import export as export_cli
 from bst import features as F
-from bst.model import load_run, model_inputs
-from bst.pipeline import make_dataset
+from bst.model import load_run
+from tests.conftest import served_and_expected_top_k
 
 pytestmark = pytest.mark.slow
 
@@ -104,24 +104,10 @@ def test_stale_export_temporaries_of_dead_processes_are_removed(exported, traine
 
 def test_same_top_k_as_the_in_memory_model(run, loaded):
     cfg, model, prepared = run
-    vocab = np.array(["", "[UNK]", *prepared.vocabs[F.MOVIE_ID]])
-    features, _ = next(iter(make_dataset(cfg, "test", batch_size=12, shuffle=False)))
-    ids = features[F.MOVIE_ID].numpy()
-    # in memory, with the same "only movie ids" inputs the servable builds
-    unknown = np.where(ids > 0, F.UNKNOWN, F.PAD).astype(np.int32)
-    inputs = {F.MOVIE_ID: ids, F.TIME_GAP: unknown, F.RATING: unknown}
-    inputs.update({n: np.full(len(ids), F.UNKNOWN, np.int32) for n in F.PROFILE_FEATURES})
-    scores = model(model_inputs(inputs), training=False)["scores"].numpy()
-    scores[:, : F.NUM_RESERVED] = -np.inf
-    for row in range(len(ids)):
-        scores[row, ids[row][ids[row] > 0]] = -np.inf
-    expected = vocab[np.argsort(-scores, axis=1, kind="stable")[:, :5]]
-    out = loaded.signatures["serving_default"](history=tf.constant(vocab[ids]))
-    got = out["movie_ids"].numpy().astype(str)
+    histories, got, expected = served_and_expected_top_k(cfg, model, prepared, loaded)
     assert (got == expected).mean() > 0.95  # float ties may swap neighbours
     assert (got[:, 0] == expected[:, 0]).all()
-    history = set(vocab[ids[0]]) - {""}
-    assert not history & set(got[0])
+    assert not (set(histories[0]) - {""}) & set(got[0])
 
 
 def test_signature_contract_with_saved_model_cli(exported):

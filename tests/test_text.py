@@ -8,16 +8,14 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 from bst import config
-from bst import features as F
 from bst import train as train_cli
 from bst.data.movielens import read_movies
-from bst.model import load_run, model_inputs
-from bst.pipeline import make_dataset
+from bst.model import load_run
+from tests.conftest import served_and_expected_top_k
 
 pytestmark = pytest.mark.slow
 
@@ -96,19 +94,7 @@ def test_text_model_trains_and_its_servable_answers_like_the_in_memory_model(tex
 
     versions = sorted((text_run / "saved").iterdir())
     loaded = tf.saved_model.load(str(versions[-1]))
-    vocab = np.array(["", "[UNK]", *prepared.vocabs[F.MOVIE_ID]])
-    features, _ = next(iter(make_dataset(cfg, "test", batch_size=12, shuffle=False)))
-    ids = features[F.MOVIE_ID].numpy()
-    unknown = np.where(ids > 0, F.UNKNOWN, F.PAD).astype(np.int32)
-    inputs = {F.MOVIE_ID: ids, F.TIME_GAP: unknown, F.RATING: unknown}
-    inputs.update({n: np.full(len(ids), F.UNKNOWN, np.int32) for n in F.PROFILE_FEATURES})
-    scores = model(model_inputs(inputs), training=False)["scores"].numpy()
-    scores[:, : F.NUM_RESERVED] = -np.inf
-    for row in range(len(ids)):
-        scores[row, ids[row][ids[row] > 0]] = -np.inf
-    expected = vocab[np.argsort(-scores, axis=1, kind="stable")[:, :5]]
-    got = loaded.signatures["serving_default"](history=tf.constant(vocab[ids]))
-    got = got["movie_ids"].numpy().astype(str)[:, :5]
+    _, got, expected = served_and_expected_top_k(cfg, model, prepared, loaded)
     assert (got[:, 0] == expected[:, 0]).all()
     assert (got == expected).mean() > 0.95  # float ties may swap neighbours
 
