@@ -49,7 +49,7 @@ def main() -> None:
     )
     prepared = Prepared.open(prepared_dir)
     cfg = resolve_batch_size(cfg, prepared)
-    model = build_model(cfg, Tables.from_prepared(prepared))
+    model = build_model(cfg, Tables.from_prepared(prepared, cfg.model.text))
     trainer = BSTTrainer(model, cfg)
     trainer.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
     batches = iter(make_dataset(cfg, "train", repeat=True))

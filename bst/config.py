@@ -46,6 +46,11 @@ class DataConfig:
             that table becomes ``enriched`` (so a saved config holds both; a command
             line may give only one). Empty = no join. ``--set`` takes them
             comma-separated.
+        cold_fraction: the cold-start protocol: this fraction of the rated movies that
+            have an overview is held out of training entirely (their training events are
+            removed; validation and test keep them), and they enter the catalog as
+            content-only movies, embedded from genres, year and overview. 0 (the
+            default) = off. Needs overviews (``catalogs`` or ``enriched``).
         all_windows: cut training histories longer than ``model.max_len`` into several
             windows (True) or keep only the newest window (False, as SASRec does).
         cache: keep featurized examples in memory after the first epoch.
@@ -63,6 +68,7 @@ class DataConfig:
     num_shards: int = 4
     enriched: str = ""
     catalogs: tuple[str, ...] = ()
+    cold_fraction: float = 0.0
     all_windows: bool = True
     cache: bool = True
     bucket_by_length: bool = True
@@ -88,6 +94,12 @@ class ModelConfig:
             negatives of the softmax (evaluation and serving never rank them), unless one
             is the target. ``softmax`` loss only: ``bst.train`` turns it off for
             ``sampled`` (and refuses ``--set model.mask_seen=true`` with it).
+        id_dropout: in training, drop each movie's id embedding from its token with this
+            probability (one draw per movie and step), so genres, year and overview learn
+            to carry a movie alone, as they must for a movie nobody has rated (the
+            cold-start protocol, ``bst.export --add-movies``). 0 = off.
+        text: embed each movie's overview when the prepared folder has them (false:
+            the same folder, the same held-out movies, no text; for comparisons).
         rating_head: add the BST rating-prediction head.
     """
 
@@ -102,6 +114,8 @@ class ModelConfig:
     loss: str = "softmax"
     num_negatives: int = 1024
     mask_seen: bool = True
+    id_dropout: float = 0.0
+    text: bool = True
     rating_head: bool = False
 
 
@@ -302,6 +316,7 @@ RANGES = {
     "data.synthetic_users": (2, _INF, False, False),
     "data.synthetic_movies": (2, _INF, False, False),
     "data.num_shards": (1, 4096, False, False),
+    "data.cold_fraction": (0.0, 0.5, False, False),
     "model.max_len": (1, 100_000, False, False),
     "model.dim": (1, 65_536, False, False),
     "model.num_blocks": (1, 1_000, False, False),
@@ -310,6 +325,7 @@ RANGES = {
     "model.dropout": (0.0, 1.0, False, True),
     "model.attention_dropout": (0.0, 1.0, False, True),
     "model.feature_dropout": (0.0, 1.0, False, True),
+    "model.id_dropout": (0.0, 1.0, False, True),
     "model.num_negatives": (1, _INF, False, False),
     "train.epochs": (1, _INF, False, False),
     "train.learning_rate": (0.0, 10.0, True, False),
@@ -378,6 +394,11 @@ def validate(cfg: Config) -> Config:
         raise UsageError(
             "data.catalogs with data.synthetic=true: synthetic movies have made-up titles "
             "that no catalog lists; add --set data.synthetic=false and --data-dir"
+        )
+    if cfg.data.cold_fraction and not (cfg.data.catalogs or cfg.data.enriched):
+        raise UsageError(
+            f"data.cold_fraction={cfg.data.cold_fraction:g} holds out movies that have an "
+            "overview: give --catalog (or data.enriched) too"
         )
     if cfg.data.side_data_dir and cfg.data.format != "sasrec":
         raise UsageError(

@@ -54,6 +54,7 @@ from bst.metrics import (
     evaluate_scores,
     load_eval_data,
     results_table,
+    summarize,
 )
 from bst.model import load_run
 from bst.scoring import aligned_scores
@@ -63,6 +64,8 @@ import tensorflow as tf  # isort: skip
 log = logging.getLogger("bst.evaluate")
 
 CURVE_KS = tuple(range(1, 21))  # NDCG@K curve
+COLD_KS = (10, 50)  # cold-start protocol: held-out targets are hard, so @50 too
+COLD_METRICS = ("hr@10", "ndcg@10", "hr@50", "mrr")
 HEAD_SHARE = 0.1  # "head" = the 10 % most popular catalog items
 TABLE_KEYS = REPORT_METRICS
 PLOTS = {
@@ -342,6 +345,23 @@ def format_report(result: dict) -> str:
     for i, bucket in enumerate(buckets):
         cells = [_cell(result["by_target_count"][n][i]["ndcg@10"]) for n in names]
         lines.append(f"| {bucket['bucket']} | {bucket['users']} | " + " | ".join(cells) + " |")
+    cold = result.get("cold_start")
+    if cold:
+        lines += [
+            "",
+            "## Cold start: targets held out of training",
+            "",
+            f"{cold['movies']} movies with an overview were held out of training entirely "
+            f"(`data.cold_fraction`); {cold['users']} users have one as their target. The "
+            "model embeds them from genres, year and overview; the baselines have no "
+            "training events of them, so they rank them last.",
+            "",
+            "| model | users | " + " | ".join(f"{m}" for m in COLD_METRICS) + " |",
+            "|---" * (len(COLD_METRICS) + 2) + "|",
+        ]
+        for name, m in cold["models"].items():
+            cells = " | ".join(_cell(m[k]) for k in COLD_METRICS)
+            lines.append(f"| {name} | {m['users']} | {cells} |")
     lines += [
         "",
         f"## Popularity of the top-{COVERAGE_K} recommendations",
@@ -402,6 +422,21 @@ def _dataset_name(cfg) -> str:
     if cfg.data.synthetic:
         return "synthetic (tiny test data)"
     return "MovieLens-1M" + (" (SASRec benchmark file)" if cfg.data.format == "sasrec" else "")
+
+
+def cold_start(
+    all_ranks: dict[str, np.ndarray], targets: np.ndarray, prepared
+) -> dict | None:
+    """The cold-start protocol's figures (``--cold-fraction``): each model's HR/NDCG on the
+    users whose target is a movie held out of training. None when nothing was held out."""
+    if not prepared.cold_movies:
+        return None
+    cold = np.asarray(targets) >= prepared.num_trained_items
+    return {
+        "movies": prepared.cold_movies,
+        "users": int(cold.sum()),
+        "models": {n: summarize(r[cold], ks=COLD_KS) for n, r in all_ranks.items()},
+    }
 
 
 def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> dict:
@@ -473,6 +508,7 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
             **{n: ndcg_curve(r) for n, r in all_ranks.items()},
         },
         "popularity_bias": {n: popularity_profile(t, pop_rank) for n, t in tops.items()},
+        "cold_start": cold_start(all_ranks, data.targets, prepared),
         "published": [
             {k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()}
             | {"note": PUBLISHED_NOTE}

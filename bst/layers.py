@@ -172,7 +172,10 @@ class ItemEmbedding(tf.keras.layers.Layer):
                  (+ mean(E_text[w] for w in text_table[i] if w != 0))
 
     and ``token(0) = 0`` (padding). An item with no non-zero genre (or text)
-    slot gets no genre (or text) term. ``genre_table``, ``year_table`` and
+    slot gets no genre (or text) term. Items with an index ``>= num_trained``
+    (movies held out of training, the cold-start protocol) get no ``E_movie``
+    term: they are embedded from their side features alone, as :meth:`content`
+    embeds a movie that is not in the table at all (new movies at export). ``genre_table``, ``year_table`` and
     ``text_table`` map each item index to its side features; they are
     constants of the model (not trainable), kept in ``get_config`` as nested
     lists so a saved model carries them.
@@ -199,6 +202,12 @@ class ItemEmbedding(tf.keras.layers.Layer):
         text_table: optional int array (num_items, num_tokens). Token ids of
             each item's overview text, 0-padded. Needs ``text_vocab_size``.
         text_vocab_size: optional int. Size of the text token vocabulary.
+        num_trained: optional int. Item indices below it have an id embedding;
+            the rest are content-only. Defaults to ``num_items`` (all).
+        id_dropout: float in [0, 1). In training, :meth:`all_items` drops each item's
+            id term with this probability (one draw per item and call), so the content
+            part learns to carry a movie alone, as it must for a movie never rated.
+            Defaults to 0.
         embeddings_initializer: Initializer of every table. Defaults to
             ``"uniform"`` (as ``tf.keras.layers.Embedding``).
         embeddings_regularizer: Optional regularizer of every table.
@@ -215,11 +224,23 @@ class ItemEmbedding(tf.keras.layers.Layer):
         num_years: int,
         text_table: Any = None,
         text_vocab_size: int | None = None,
+        num_trained: int | None = None,
+        id_dropout: float = 0.0,
         embeddings_initializer: Any = "uniform",
         embeddings_regularizer: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_rate("id_dropout", id_dropout)
+        self.id_dropout = float(id_dropout)
+        if num_trained is not None:
+            check_positive_int("num_trained", num_trained)
+            if num_trained > num_items:
+                raise ValueError(
+                    "`num_trained` must be <= num_items. Received: "
+                    f"num_trained={num_trained}, num_items={num_items}"
+                )
+        self.num_trained = int(num_items if num_trained is None else num_trained)
         for arg, value in (
             ("num_items", num_items),
             ("dim", dim),
@@ -285,27 +306,54 @@ class ItemEmbedding(tf.keras.layers.Layer):
         count = tf.reduce_sum(present, axis=-2)  # (..., 1)
         return total / tf.maximum(count, 1.0)
 
-    def _embed(self, item_ids: tf.Tensor) -> tf.Tensor:
+    def content(
+        self, genres: tf.Tensor, years: tf.Tensor, words: tf.Tensor | None = None
+    ) -> tf.Tensor:
+        """The side-feature part of a token: mean genre + year (+ mean overview word).
+
+        ``genres``: int (..., G) genre indices, 0-padded; ``years``: int (...) year
+        indices; ``words``: int (..., T) overview token ids, 0-padded (ignored when the
+        layer has no text). Returns (..., dim). A movie unknown to the id table (a new
+        movie added at export) is embedded by this alone.
+        """
+        if not self.built:
+            self.build(tf.TensorShape([None]))
+        token = self._bag_mean(self.genre_embedding, tf.cast(genres, tf.int32))
+        token += self.year_embedding(tf.cast(years, tf.int32))
+        if self.text_embedding is not None and words is not None:
+            token += self._bag_mean(self.text_embedding, tf.cast(words, tf.int32))
+        return token
+
+    def _embed(self, item_ids: tf.Tensor, training: Any = False) -> tf.Tensor:
         item_ids = tf.cast(item_ids, tf.int32)
         genres = tf.gather(tf.constant(self.genre_table), item_ids)  # (..., G)
         years = tf.gather(tf.constant(self.year_table), item_ids)  # (...)
-        token = self.movie_embedding(item_ids)  # (..., D)
-        token += self._bag_mean(self.genre_embedding, genres)
-        token += self.year_embedding(years)
+        words = None
         if self.text_embedding is not None:
             words = tf.gather(tf.constant(self.text_table), item_ids)  # (..., T)
-            token += self._bag_mean(self.text_embedding, words)
+        token = self.movie_embedding(item_ids)  # (..., D)
+        if self.num_trained < self.num_items:  # held-out movies: no id term
+            trained = tf.cast(item_ids < self.num_trained, token.dtype)[..., tf.newaxis]
+            token *= trained
+        if self.id_dropout and _in_training(training) is not False:
+            keep = tf.random.uniform(tf.shape(item_ids)) >= self.id_dropout
+            keep = tf.logical_or(keep, tf.logical_not(_in_training(training)))
+            token *= tf.cast(keep, token.dtype)[..., tf.newaxis]
+        token += self.content(genres, years, words)
         not_pad = tf.cast(tf.not_equal(item_ids, PAD), token.dtype)[..., tf.newaxis]
         return token * not_pad  # (..., D)
 
     def call(self, item_ids: tf.Tensor) -> tf.Tensor:
         return self._embed(item_ids)
 
-    def all_items(self) -> tf.Tensor:
-        """(num_items, dim) tokens of every item index; row 0 (padding) is zero."""
+    def all_items(self, training: Any = False) -> tf.Tensor:
+        """(num_items, dim) tokens of every item index; row 0 (padding) is zero.
+
+        ``training``: with ``id_dropout``, drop the id term of random items.
+        """
         if not self.built:
             self.build(tf.TensorShape([None]))
-        return self._embed(tf.range(self.num_items))
+        return self._embed(tf.range(self.num_items), training)
 
     def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
         return tf.TensorShape(input_shape).concatenate([self.dim])
@@ -321,6 +369,8 @@ class ItemEmbedding(tf.keras.layers.Layer):
             num_years=self.num_years,
             text_table=None if self.text_table is None else self.text_table.tolist(),
             text_vocab_size=self.text_vocab_size,
+            num_trained=self.num_trained,
+            id_dropout=self.id_dropout,
             embeddings_initializer=tf.keras.initializers.serialize(self.embeddings_initializer),
             embeddings_regularizer=tf.keras.regularizers.serialize(self.embeddings_regularizer),
         )

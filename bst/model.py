@@ -65,12 +65,13 @@ class Tables:
     profile_sizes: dict[str, int]
     text_table: np.ndarray | None = None  # (num_items, T)
     text_vocab_size: int | None = None
+    num_trained_items: int | None = None  # indices from here on: content-only (cold start)
 
     @classmethod
-    def from_prepared(cls, prepared: Prepared) -> Tables:
-        """From a prepared folder."""
+    def from_prepared(cls, prepared: Prepared, text: bool = True) -> Tables:
+        """From a prepared folder; ``text=False`` leaves its overviews out (``model.text``)."""
         genres, years = prepared.item_tables
-        text_table, text_vocab = prepared.text_table
+        text_table, text_vocab = prepared.text_table if text else (None, None)
         return cls(
             num_items=prepared.vocab_size(F.MOVIE_ID),
             item_genres=genres,
@@ -80,6 +81,7 @@ class Tables:
             profile_sizes={name: prepared.vocab_size(name) for name in F.PROFILE_FEATURES},
             text_table=text_table,
             text_vocab_size=text_vocab,
+            num_trained_items=prepared.num_trained_items,
         )
 
 
@@ -150,6 +152,8 @@ class Encoder:
             tables.num_years,
             text_table=tables.text_table,
             text_vocab_size=tables.text_vocab_size,
+            num_trained=tables.num_trained_items,
+            id_dropout=m.id_dropout,
             embeddings_initializer=tf.keras.initializers.TruncatedNormal(stddev=0.02, seed=seed),
             name="item_embedding",
         )
@@ -283,7 +287,7 @@ def load_run(run_dir: str | Path) -> tuple[Config, tf.keras.Model, Prepared]:
             )
     cfg = config_lib.load(run_dir / "config.json")
     prepared = Prepared.open(cfg.data.prepared_dir)
-    model = build_model(cfg, Tables.from_prepared(prepared))
+    model = build_model(cfg, Tables.from_prepared(prepared, cfg.model.text))
     weights = run_dir / "model.weights.h5"
     try:
         model.load_weights(str(weights))

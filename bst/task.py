@@ -46,8 +46,9 @@ def seen_mask(ids: tf.Tensor, target: tf.Tensor, valid: tf.Tensor, num_columns) 
     token = earlier.value_rowids()  # (P,)
     item = tf.gather(flat_ids, earlier.flat_values)  # (P,)
     keep = item != tf.gather(tf.gather(tf.reshape(target, [-1]), position), token)
-    keep &= item >= F.NUM_RESERVED  # the unknown movie is no column
     columns = tf.cast(num_columns, tf.int64)
+    keep &= item >= F.NUM_RESERVED  # the unknown movie is no column
+    keep &= tf.cast(item, tf.int64) < columns + F.NUM_RESERVED  # nor is a held-out movie
     flat = token * columns + tf.cast(item - F.NUM_RESERVED, tf.int64)
     size = tf.size(position, out_type=tf.int64) * columns
     mask = tf.raw_ops.SparseToDense(
@@ -146,6 +147,9 @@ class BSTTrainer(tf.keras.Model):
                 f"model.loss must be 'softmax' or 'sampled'. Received: {self.loss_kind!r}"
             )
         self.items = model.encoder.items
+        # Held-out movies (the cold-start protocol) are neither targets nor negatives:
+        # training never sees them. They are the catalog's last rows, from num_trained on.
+        self.num_trained = self.items.num_trained
         self.retrieval = None
         if self.loss_kind == "sampled":
             freq = np.asarray(
@@ -176,18 +180,20 @@ class BSTTrainer(tf.keras.Model):
         # overview text, a movie's token averages 64 word vectors: embedding every history
         # position was most of a step). The same forward pass as the functional model's
         # "query" output, without its last-position "scores" head, which training never uses.
-        catalog = self.items.all_items()  # (N, D), in the compute dtype
+        catalog = self.items.all_items(training)  # (N, D), in the compute dtype
         query = self.model.encoder(model_inputs(features), training=training, catalog=catalog)
         target = tf.cast(labels[F.NEXT_MOVIE], tf.int32)  # (B, L)
         valid = target >= F.NUM_RESERVED  # padding and "unknown movie" are never targets
+        if self.num_trained < self.items.num_items:
+            valid &= target < self.num_trained
         q = tf.boolean_mask(query, valid)  # (M, D)
         t = tf.boolean_mask(target, valid)  # (M,)
         if self.retrieval is None and self.static_shapes:
-            items = catalog[F.NUM_RESERVED :]
+            items = catalog[F.NUM_RESERVED : self.num_trained]
             if self.logits_dtype is not None:
                 query, items = tf.cast(query, self.logits_dtype), tf.cast(items, self.logits_dtype)
             logits = tf.einsum("bld,nd->bln", query, items)  # (B, L, N - 2)
-            label = tf.maximum(target - F.NUM_RESERVED, 0)
+            label = tf.where(valid, target - F.NUM_RESERVED, 0)
             logits = tf.cast(logits, tf.float32)
             if self.mask_seen:  # dense (B, L, N - 2): movies at positions <= t, not the target
                 ids = tf.cast(features[F.MOVIE_ID], tf.int32) - F.NUM_RESERVED
@@ -202,7 +208,7 @@ class BSTTrainer(tf.keras.Model):
             # Only real movies are candidates: columns 0 and 1 (padding, unknown) are cut.
             # The matmul runs in bfloat16 with bf16_logits (accumulating in float32), else
             # in the compute dtype; the softmax keeps that dtype, the loss is float32.
-            items = catalog[F.NUM_RESERVED :]  # (N - 2, D)
+            items = catalog[F.NUM_RESERVED : self.num_trained]  # (N - 2, D)
             if self.logits_dtype is not None:
                 q, items = tf.cast(q, self.logits_dtype), tf.cast(items, self.logits_dtype)
             logits = tf.matmul(q, items, transpose_b=True)  # (M, N - 2)

@@ -154,7 +154,7 @@ def train(
     )
 
     with strategy.scope():
-        model = build_model(cfg, Tables.from_prepared(prepared))
+        model = build_model(cfg, Tables.from_prepared(prepared, cfg.model.text))
         trainer = BSTTrainer(model, cfg, item_frequency=item_counts)
         trainer.compile(
             optimizer=make_optimizer(cfg, trainer.planned_steps),

@@ -46,6 +46,13 @@ def parser() -> argparse.ArgumentParser:
         "--num-shards", type=int, default=4, help=f"TFRecord shards per split, 1..{MAX_SHARDS}"
     )
     p.add_argument("--enriched", default=None, help="CSV from pipelines.enrich (overviews)")
+    p.add_argument(
+        "--cold-fraction",
+        type=float,
+        default=0.0,
+        help="cold-start protocol: hold this fraction (0..0.5) of the rated movies with an "
+        "overview out of training (needs --enriched)",
+    )
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines too")
     return p
 
@@ -55,6 +62,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser().parse_args(argv)
     if not 1 <= args.num_shards <= MAX_SHARDS:
         raise UsageError(f"--num-shards must be in 1..{MAX_SHARDS}, got {args.num_shards}")
+    if not 0.0 <= args.cold_fraction <= 0.5:  # NaN fails too
+        raise UsageError(f"--cold-fraction must be in [0, 0.5], got {args.cold_fraction}")
+    if args.cold_fraction and not args.enriched:
+        raise UsageError("--cold-fraction holds out movies that have an overview: give --enriched")
     return args
 
 
@@ -71,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             args.side_data_dir,
             args.num_shards,
             args.enriched,
+            args.cold_fraction,
         )
     c, s = manifest["counts"], manifest["splits"]
     print(

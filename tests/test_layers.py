@@ -94,6 +94,43 @@ def test_item_embedding_text_bag_is_added():
     ]
 
 
+def test_item_embedding_items_from_num_trained_on_have_no_id_term():
+    """Held-out movies (the cold-start protocol) are their content alone, which is what
+    ``content`` gives for a movie that is not in the table at all."""
+    layer = _item_embedding(dim=2, num_trained=3)
+    layer.build((None, None))
+    layer.movie_embedding.set_weights([np.array([[5, 5], [1, 2], [10, 20], [30, 40]], "f")])
+    layer.genre_embedding.set_weights([np.array([[7, 7], [0.5, 0.5], [1, 0], [3, 2]], "f")])
+    layer.year_embedding.set_weights([np.array([[9, 9], [0, 0], [100, 0], [0, 100]], "f")])
+
+    out = layer(tf.constant([[2, 3]])).numpy()[0]
+
+    np.testing.assert_allclose(out[0], [10 + 2 + 100, 20 + 1])  # trained: id term kept
+    np.testing.assert_allclose(out[1], [3, 2 + 100])  # held out: genre[3] + year[3] only
+    content = layer.content(tf.constant([[0, 3]]), tf.constant([3])).numpy()[0]
+    np.testing.assert_allclose(content, out[1])
+    np.testing.assert_allclose(layer.all_items().numpy()[3], out[1])
+    with pytest.raises(ValueError, match="num_trained"):
+        _item_embedding(num_trained=5)
+
+
+def test_item_embedding_id_dropout_drops_whole_id_terms_in_training_only():
+    layer = _item_embedding(id_dropout=0.5)
+    full = layer.all_items().numpy()
+    content = layer.content(tf.constant(GENRE_TABLE), tf.constant(YEAR_TABLE)).numpy()
+    dropped_any = kept_any = False
+    for _ in range(20):
+        rows = layer.all_items(training=True).numpy()
+        for i in range(1, 4):  # each row is the full token or its content alone
+            if np.allclose(rows[i], full[i]):
+                kept_any = True
+            else:
+                np.testing.assert_allclose(rows[i], content[i], rtol=1e-6, atol=1e-6)
+                dropped_any = True
+    assert dropped_any and kept_any
+    np.testing.assert_allclose(layer.all_items(training=False).numpy(), full)
+
+
 def test_item_embedding_all_items_shape_and_pad_row():
     layer = _item_embedding()
     items = layer.all_items()
@@ -326,7 +363,8 @@ LAYER_FACTORIES = {
     ),
     "position_embedding": lambda: PositionEmbedding(SEQ_LEN, DIM, name="position_embedding"),
     "item_embedding": lambda: _item_embedding(
-        text_table=[[0, 0, 0], [0, 0, 0], [2, 3, 0], [3, 0, 0]], text_vocab_size=5
+        text_table=[[0, 0, 0], [0, 0, 0], [2, 3, 0], [3, 0, 0]], text_vocab_size=5, num_trained=3,
+        id_dropout=0.1,
     ),
     "feature_dropout": lambda: FeatureDropout(0.3, mode="example", seed=7, name="rating_dropout"),
     "mlp_head": lambda: MLPHead([16, 8], out_dim=DIM, dropout=0.1, name="query_head"),

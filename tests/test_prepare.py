@@ -155,3 +155,58 @@ def test_enriched_overviews_become_token_ids(tmp_path):
     # movie "1" has vocab index 2 (most frequent); its row holds the ids of "a space ship"
     ids = [i for i in table[2] if i]
     assert [text_vocab[i] for i in ids] == ["a", "space", "ship"]
+
+
+def test_cold_fraction_holds_movies_out_of_training(tmp_path):
+    """The cold-start protocol: the held-out movies' training events are gone, their
+    validation and test events stay, they follow the trained movies in the vocabulary and
+    their words stay out of the text vocabulary."""
+    import pandas as pd
+
+    from bst.data.prepared import Prepared
+
+    folder = tmp_path / "raw"
+    write_dat(folder, "movies.dat", [f"{m}::Movie {m} (1995)::Drama" for m in range(1, 11)])
+    write_dat(folder, "users.dat", [f"{u}::F::1::10::48067" for u in range(1, 7)])
+    ratings = [f"{u}::{m}::4::{100 * u + m}" for u in range(1, 7) for m in range(1, 11)]
+    write_dat(folder, "ratings.dat", ratings)
+    enriched = tmp_path / "enriched.csv"
+    pd.DataFrame(
+        {"movie_id": range(1, 11), "overview": [f"common word{m}" for m in range(1, 11)]}
+    ).to_csv(enriched, index=False)
+    manifest = prep.prepare(
+        folder, tmp_path / "out", num_shards=1, enriched=enriched, cold_fraction=0.2
+    )
+    cold = manifest["cold_start"]
+    assert cold["movies"] == 2 and cold["candidates"] == 10
+    prepared = Prepared.open(tmp_path / "out")
+    vocab = prepared.vocabs["movie_id"]
+    held_out = vocab[-2:]
+    assert prepared.num_trained_items == len(vocab)  # 8 trained + 2 reserved
+    counts = prepared.train_item_counts()
+    assert counts[-2:].sum() == 0 and (counts[2:-2] > 0).all()
+    removed = sum(1 for u in range(1, 7) for m in range(1, 9) if str(m) in held_out)
+    assert cold["train_events_removed"] == removed
+    assert manifest["splits"]["train"]["events"] == 6 * 8 - removed
+    assert manifest["config"]["cold_fraction"] == 0.2
+    text_vocab = (tmp_path / "out" / "vocab" / "text.txt").read_text().splitlines()
+    assert all(f"word{m}" not in text_vocab for m in held_out)
+    # The same data and fraction hold out the same movies.
+    again = prep.prepare(folder, tmp_path / "again", num_shards=1, enriched=enriched, cold_fraction=0.2)
+    assert again["outputs"]["vocab/movie_id.txt"] == manifest["outputs"]["vocab/movie_id.txt"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--cold-fraction", "0.1"], "--cold-fraction holds out movies that have an overview"),
+        (["--cold-fraction", "0.9", "--enriched", "x.csv"], "--cold-fraction must be in [0, 0.5]"),
+        (["--cold-fraction", "nan", "--enriched", "x.csv"], "--cold-fraction must be in [0, 0.5]"),
+    ],
+)
+def test_cold_fraction_flag_mistakes(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        prepare_cli.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), *flags])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

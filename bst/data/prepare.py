@@ -92,13 +92,34 @@ def _profiles(users: pd.DataFrame) -> dict[int, tuple[str, str, str, str]]:
     return dict(zip(users["user_id"].astype(int).tolist(), rows, strict=True))
 
 
+COLD_SEED = 0  # the held-out movies depend on the data and the fraction only
+
+
 def write_outputs(
-    ml: MovieLens, out: Path, num_shards: int, enriched: str | Path | None = None
+    ml: MovieLens,
+    out: Path,
+    num_shards: int,
+    enriched: str | Path | None = None,
+    cold_fraction: float = 0.0,
 ) -> dict:
-    """Split, build vocabularies and write every output file into ``out``; returns stats."""
+    """Split, build vocabularies and write every output file into ``out``; returns stats.
+
+    ``cold_fraction`` > 0 (needs ``enriched``): the cold-start protocol
+    (:func:`hold_out_cold_movies`).
+    """
     events, split_report = split_by_time(ml.ratings)
+    table = _read_enriched(Path(enriched)) if enriched else None
+    cold_info = None
+    cold: list[int] = []
+    if cold_fraction:
+        if table is None:
+            raise UsageError("cold_fraction needs an enriched table (movies with overviews)")
+        events, cold, cold_info = hold_out_cold_movies(events, table, cold_fraction)
     train = events[events["split"] == TRAIN]
     vocabs = build_vocabularies(train, ml.movies, ml.users)
+    # Held-out movies follow the trained ones: indices from 2 + trained movies on are
+    # content-only (no id embedding; bst.model.Tables.num_trained_items).
+    vocabs[F.MOVIE_ID] = vocabs[F.MOVIE_ID] + [str(m) for m in cold]
     write_vocabularies(out / VOCAB_DIR, vocabs)
 
     movies = ml.movies.sort_values("movie_id", kind="mergesort")
@@ -115,8 +136,8 @@ def write_outputs(
     )
 
     text_info = None
-    if enriched:
-        text_info = _write_text_features(Path(enriched), train, out)
+    if table is not None:
+        text_info = _write_text_features(table, Path(enriched).name, train, out)
 
     profiles = _profiles(ml.users)
     users = events["user_id"].to_numpy()
@@ -171,7 +192,7 @@ def write_outputs(
     oov = len(eval_movies - set(vocabs[F.MOVIE_ID]))
     stats = {
         "splits": {
-            TRAIN: {"events": split_report.train, "examples": examples[TRAIN]},
+            TRAIN: {"events": len(train), "examples": examples[TRAIN]},
             VALIDATION: {"events": split_report.validation, "examples": examples[VALIDATION]},
             TEST: {"events": split_report.test, "examples": examples[TEST]},
             "users": split_report.users,
@@ -183,17 +204,74 @@ def write_outputs(
     }
     if text_info:
         stats["text"] = text_info
+    if cold_info:
+        stats["cold_start"] = cold_info
     return stats
 
 
-def _write_text_features(enriched: Path, train: pd.DataFrame, out: Path) -> dict:
-    """Tokenize catalog overviews with a vocabulary from training movies only."""
+def _read_enriched(enriched: Path) -> pd.DataFrame:
     if not enriched.is_file():
         raise DataError(f"enriched table not found: {enriched}", enriched)
     table = pd.read_csv(enriched, dtype={"overview": str}, keep_default_na=False)
     for column in ("movie_id", "overview"):
         if column not in table.columns:
             raise DataError(f"expected a {column!r} column (from pipelines.enrich)", enriched)
+    return table
+
+
+def hold_out_cold_movies(
+    events: pd.DataFrame, table: pd.DataFrame, fraction: float
+) -> tuple[pd.DataFrame, list[int], dict]:
+    """The cold-start protocol: hold ``fraction`` of the rated movies with an overview out
+    of training.
+
+    The movies are drawn at random (seed :data:`COLD_SEED`) from those with at least one
+    rating and a non-empty overview in ``table``. Their training events are removed, so
+    no weight, vocabulary or count learns from them; their validation and test events
+    stay, so a model is scored on ranking them when they are a user's next movie.
+    Returns ``(events without those training rows, held-out movie ids, report)``.
+    """
+    with_text = set(
+        table.loc[table["overview"].astype(str).str.strip().ne(""), "movie_id"].astype(np.int64)
+    )
+    rated = np.unique(events["movie_id"].to_numpy(np.int64))
+    candidates = np.array(sorted(set(rated.tolist()) & with_text), dtype=np.int64)
+    count = int(round(fraction * len(candidates)))
+    if count < 1:
+        raise DataError(
+            f"cold_fraction={fraction:g} of {len(candidates)} rated movies with an overview "
+            "holds out no movie: raise it"
+        )
+    rng = np.random.default_rng(COLD_SEED)
+    cold = sorted(rng.choice(candidates, size=count, replace=False).tolist())
+    is_cold = events["movie_id"].isin(cold).to_numpy()
+    drop = is_cold & (events["split"] == TRAIN).to_numpy()
+    kept = events[~drop]
+    trained_users = set(kept.loc[kept["split"] == TRAIN, "user_id"])
+    info = {
+        "fraction": float(fraction),
+        "seed": COLD_SEED,
+        "candidates": int(len(candidates)),
+        "movies": count,
+        "train_events_removed": int(drop.sum()),
+        "validation_targets": int((is_cold & (events["split"] == VALIDATION).to_numpy()).sum()),
+        "test_targets": int((is_cold & (events["split"] == TEST).to_numpy()).sum()),
+        "users_without_training_events": int(events["user_id"].nunique() - len(trained_users)),
+    }
+    log.info(
+        "cold start: held %d of %d rated movies with an overview out of training "
+        "(%d training events removed); they are the target of %d validation and %d test users",
+        count,
+        len(candidates),
+        info["train_events_removed"],
+        info["validation_targets"],
+        info["test_targets"],
+    )
+    return kept, cold, info
+
+
+def _write_text_features(table: pd.DataFrame, source: str, train: pd.DataFrame, out: Path) -> dict:
+    """Tokenize catalog overviews with a vocabulary from training movies only."""
     vocab, tokens = build_overview_tokens(table, train["movie_id"].unique())
     (out / VOCAB_DIR / TEXT_VOCAB_FILE).write_text(
         "".join(f"{t}\n" for t in vocab), encoding="utf-8"
@@ -201,7 +279,7 @@ def _write_text_features(enriched: Path, train: pd.DataFrame, out: Path) -> dict
     rows = [f"{mid}\t{' '.join(map(str, ids))}\n" for mid, ids in sorted(tokens.items())]
     (out / OVERVIEW_FILE).write_text("movie_id\ttoken_ids\n" + "".join(rows), encoding="utf-8")
     with_text = sum(1 for ids in tokens.values() if ids)
-    return {"vocab_size": len(vocab), "movies_with_text": with_text, "source": enriched.name}
+    return {"vocab_size": len(vocab), "movies_with_text": with_text, "source": source}
 
 
 def prepare(
@@ -211,10 +289,19 @@ def prepare(
     side_data_dir: str | Path | None = None,
     num_shards: int = 4,
     enriched: str | Path | None = None,
+    cold_fraction: float = 0.0,
 ) -> dict:
-    """Run the whole offline preparation; returns the manifest."""
+    """Run the whole offline preparation; returns the manifest.
+
+    ``cold_fraction``: hold that fraction of the rated movies with an overview out of
+    training (:func:`hold_out_cold_movies`); needs ``enriched``.
+    """
     if num_shards < 1:
         raise UsageError(f"num_shards must be >= 1, got {num_shards}")
+    if not 0.0 <= cold_fraction <= 0.5:
+        raise UsageError(f"cold_fraction must be in [0, 0.5], got {cold_fraction!r}")
+    if cold_fraction and not enriched:
+        raise UsageError("cold_fraction holds out movies with an overview: give --enriched too")
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     out = Path(out).absolute()
@@ -227,7 +314,7 @@ def prepare(
     clean_stale(out.parent, prefix)
     tmp = make_temp_dir(out.parent, prefix)
     try:
-        stats = write_outputs(ml, tmp, num_shards, enriched)
+        stats = write_outputs(ml, tmp, num_shards, enriched, cold_fraction)
         ratings = ml.ratings
         manifest = {
             "version": MANIFEST_VERSION,
@@ -240,7 +327,12 @@ def prepare(
             },
             "read_report": ml.report.to_dict(),
             **stats,
-            "config": {"format": fmt, "num_shards": num_shards, "enriched": bool(enriched)},
+            "config": {
+                "format": fmt,
+                "num_shards": num_shards,
+                "enriched": bool(enriched),
+                "cold_fraction": float(cold_fraction),
+            },
             "inputs": {name: sha256(path) for name, path in sorted(inputs.items())},
         }
         if enriched:
@@ -332,6 +424,7 @@ def ensure_prepared(cfg: Config, run_dir: Path, chief: bool = True) -> Config:
         cfg.data.side_data_dir or None,
         cfg.data.num_shards,
         cfg.data.enriched or None,
+        cfg.data.cold_fraction,
     )
     return cfg
 
@@ -368,18 +461,32 @@ def join_catalogs_for_run(cfg: Config, data_dir: str | Path, run_dir: Path) -> P
 
 
 def _check_text_matches(prepared: Path, cfg: Config) -> None:
-    """A reused prepared folder must have overviews exactly when the run asks for them
-    (``data.enriched`` or ``data.catalogs``): otherwise the flag would be ignored."""
+    """A reused prepared folder must match the run: overviews exactly when the run asks
+    for them (``data.enriched`` or ``data.catalogs``), from the same enriched table when
+    the run names one, and the same ``data.cold_fraction``; otherwise a flag would be
+    ignored."""
     try:
         manifest = json.loads((prepared / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read {prepared / MANIFEST}: {err}", prepared) from None
+    again = "set data.prepared_dir to another folder, or remove this one to prepare it again"
     has_text = bool(manifest.get("config", {}).get("enriched"))
     wants_text = bool(cfg.data.enriched or cfg.data.catalogs)
     if has_text != wants_text:
         asked = "asks for overviews (data.enriched or --catalog)" if wants_text else "has none"
         raise UsageError(
             f"{prepared} was prepared {'with' if has_text else 'without'} movie overviews but "
-            f"this run {asked}: set data.prepared_dir to another folder, or remove this one "
-            "to prepare it again"
+            f"this run {asked}: {again}"
+        )
+    enriched = Path(cfg.data.enriched) if cfg.data.enriched else None
+    recorded = manifest.get("inputs", {}).get("enriched")
+    if enriched is not None and enriched.is_file() and recorded and sha256(enriched) != recorded:
+        raise UsageError(
+            f"{prepared} was prepared from another enriched table than {enriched}: {again}"
+        )
+    cold = float(manifest.get("config", {}).get("cold_fraction", 0.0))
+    if cold != cfg.data.cold_fraction:
+        raise UsageError(
+            f"{prepared} was prepared with data.cold_fraction={cold:g} but this run asks for "
+            f"{cfg.data.cold_fraction:g}: {again}"
         )

@@ -222,6 +222,18 @@ class Prepared:
     def vocab_size(self, name: str) -> int:
         return vocab_size(self.vocabs[name])
 
+    @property
+    def cold_movies(self) -> int:
+        """Movies held out of training (the cold-start protocol, ``--cold-fraction``): the
+        last entries of the movie vocabulary. 0 when the folder was prepared without it."""
+        return int(self.manifest.get("cold_start", {}).get("movies", 0))
+
+    @property
+    def num_trained_items(self) -> int:
+        """Item indices below this have training events (and an id embedding); the
+        held-out movies above it are content-only."""
+        return self.vocab_size(F.MOVIE_ID) - self.cold_movies
+
     @cached_property
     def movies(self) -> pd.DataFrame:
         return pd.read_csv(
