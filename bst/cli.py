@@ -135,6 +135,13 @@ def export_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write a new version even when the newest one already holds these weights",
     )
+    parser.add_argument(
+        "--add-movies",
+        default=None,
+        metavar="CSV",
+        help="add the movies of this CSV (movie_id, title, overview[, year, genres]) that the "
+        "run's catalog lacks, embedded from their overview, genres and year",
+    )
     return parser
 
 
@@ -233,6 +240,8 @@ def _check_recommend(args: argparse.Namespace) -> None:
 def _check_export(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise UsageError(f"--k must be >= 1, got {args.k}")
+    if args.add_movies is not None and not Path(args.add_movies).is_file():
+        raise UsageError(f"--add-movies {args.add_movies}: file not found")
 
 
 def _check_serve(args: argparse.Namespace) -> None:

@@ -17,6 +17,13 @@ MovieLens ids):
 * ``score``: ``history`` + ``candidates`` ``[batch, m]`` → ``scores`` ``[batch, m]``;
   an unknown candidate scores ``UNKNOWN_SCORE`` (-1e9), below every known movie.
 
+New movies: ``--add-movies CSV`` appends the movies of a CSV that the run's catalog
+lacks (``bst.new_movies``: ``movie_id``, ``title``, ``overview`` [, ``year``,
+``genres``]). They were never rated, so they have no id embedding: each is embedded
+from its overview, genres and year (:meth:`bst.layers.ItemEmbedding.content`), and
+from then on it is recommended, scored as a candidate and read in a history like any
+movie, and the answer carries its title.
+
 ``assets.extra/tf_serving_warmup_requests`` holds warm-up requests for each
 signature, so the first real request does not pay for tracing.
 
@@ -47,6 +54,7 @@ from bst import features as F
 from bst.data.records import profile_tokens
 from bst.errors import UsageError, cli_errors, writable_dir
 from bst.model import load_run, weights_digest
+from bst.new_movies import NewMovies, read_new_movies
 from bst.tempdirs import clean_stale, make_temp_dir, remove_temp_dir
 from bst.versions import ORIGIN_FILE, describe_origin, newest_version, next_version, read_origin
 
@@ -68,9 +76,28 @@ def _lookup(tokens: Sequence[str], name: str) -> tf.keras.layers.StringLookup:
 class ExportModule(tf.Module):
     """The servable: raw string ids in, top-K movie ids, titles and scores out."""
 
-    def __init__(self, model: tf.keras.Model, prepared, max_len: int, k: int = 10):
+    def __init__(
+        self,
+        model: tf.keras.Model,
+        prepared,
+        max_len: int,
+        k: int = 10,
+        new_movies: NewMovies | None = None,
+    ):
         super().__init__(name="bst")
-        vocab = prepared.vocabs[F.MOVIE_ID]
+        vocab = list(prepared.vocabs[F.MOVIE_ID])
+        labels = prepared.movie_labels
+        titles = [labels.get(m, m) for m in vocab]
+        # The catalog's item vectors do not depend on the request: computed once
+        # here (about 1.5 ms of every request otherwise), saved as a variable.
+        catalog = tf.cast(model.encoder.items.all_items(), tf.float32)  # (N, D)
+        if new_movies is not None and len(new_movies):
+            content = model.encoder.items.content(
+                new_movies.genres, new_movies.years, new_movies.words
+            )  # (n, D): no id term, they were never trained
+            catalog = tf.concat([catalog, tf.cast(content, tf.float32)], axis=0)
+            vocab += new_movies.ids
+            titles += new_movies.titles
         if k < 1:
             raise UsageError(f"`k` must be positive. Received: k={k}")
         self.model = model
@@ -79,12 +106,8 @@ class ExportModule(tf.Module):
         self.k = min(int(k), len(vocab))
         self.movie_lookup = _lookup(vocab, F.MOVIE_ID)
         self.profile_lookups = {n: _lookup(prepared.vocabs[n], n) for n in PROFILE_INPUTS}
-        labels = prepared.movie_labels
         self.ids = tf.constant(["", "[UNK]", *vocab])
-        self.titles = tf.constant(["", "", *[labels.get(m, m) for m in vocab]])
-        # The catalog's item vectors do not depend on the request: computed once
-        # here (about 1.5 ms of every request otherwise), saved as a variable.
-        catalog = tf.cast(model.encoder.items.all_items(), tf.float32)  # (N, D)
+        self.titles = tf.constant(["", "", *titles])
         self.catalog = tf.Variable(catalog, trainable=False, name="catalog")
         reserved = np.zeros(self.num_items, np.float32)
         reserved[: F.NUM_RESERVED] = -np.inf
@@ -222,8 +245,17 @@ def prediction_logs(inputs: dict[str, dict[str, list]], model_name: str = "bst")
 EXPORT_PREFIX = ".export-"
 
 
-def origin_record(run_dir: str | Path, cfg, model, prepared, k: int) -> dict:
+def origin_record(
+    run_dir: str | Path, cfg, model, prepared, k: int, new_movies: NewMovies | None = None
+) -> dict:
     """What :data:`bst.versions.ORIGIN_FILE` says about an export."""
+    added = None
+    if new_movies is not None:
+        added = {
+            "movies": len(new_movies),
+            "source": new_movies.source,
+            "sha256": new_movies.fingerprint,
+        }
     return {
         "run_dir": str(Path(run_dir).resolve()),
         "preset": cfg.preset,
@@ -234,30 +266,43 @@ def origin_record(run_dir: str | Path, cfg, model, prepared, k: int) -> dict:
         "catalog_sha256": prepared.catalog_fingerprint,
         "weights_sha256": weights_digest(model),
         "k": int(k),
+        "added_movies": added,
         "bst_version": bst.__version__,
     }
 
 
-def export(run_dir: str | Path, out: str | Path, k: int = 10, force: bool = False) -> Path:
+def export(
+    run_dir: str | Path,
+    out: str | Path,
+    k: int = 10,
+    force: bool = False,
+    add_movies: str | Path | None = None,
+) -> Path:
     """Write the next version of the SavedModel under ``out``; returns its folder.
 
-    When the newest version already holds this run's weights (same catalog, same ``k``),
-    nothing is written and that version is returned, unless ``force``.
+    When the newest version already holds this run's weights (same catalog, same ``k``,
+    the same added movies), nothing is written and that version is returned, unless
+    ``force``. ``add_movies``: a CSV of new movies (:mod:`bst.new_movies`).
     """
-    return export_version(run_dir, out, k, force)[0]
+    return export_version(run_dir, out, k, force, add_movies)[0]
 
 
 def export_version(
-    run_dir: str | Path, out: str | Path, k: int = 10, force: bool = False
+    run_dir: str | Path,
+    out: str | Path,
+    k: int = 10,
+    force: bool = False,
+    add_movies: str | Path | None = None,
 ) -> tuple[Path, bool]:
     """:func:`export`, and whether a new version was written."""
     cfg, model, prepared = load_run(run_dir)
-    origin = origin_record(run_dir, cfg, model, prepared, k)
+    new_movies = read_new_movies(add_movies, prepared, cfg.model.text) if add_movies else None
+    origin = origin_record(run_dir, cfg, model, prepared, k, new_movies)
     base = writable_dir(out, "model folder")
     newest = newest_version(base)
     if newest is not None and not force:
         old = read_origin(newest) or {}
-        same = ("weights_sha256", "catalog_sha256", "k")
+        same = ("weights_sha256", "catalog_sha256", "k", "added_movies")
         if all(old.get(key) == origin[key] for key in same):
             log.info(
                 "version %s already holds these weights (from %s): not writing a copy "
@@ -266,7 +311,7 @@ def export_version(
                 describe_origin(old),
             )
             return newest, False
-    module = ExportModule(model, prepared, cfg.model.max_len, k)
+    module = ExportModule(model, prepared, cfg.model.max_len, k, new_movies)
     clean_stale(base, EXPORT_PREFIX)
     tmp = make_temp_dir(base, EXPORT_PREFIX)
     try:
@@ -292,7 +337,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     with cli_errors():
         args = cli.parse("export", argv)
         cli.setup_logging(args.verbose)
-        path, written = export_version(args.run_dir, args.out, args.k, args.force)
+        path, written = export_version(
+            args.run_dir, args.out, args.k, args.force, args.add_movies
+        )
     if written:
         print(f"exported {path}")
     else:

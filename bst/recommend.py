@@ -160,7 +160,10 @@ class _Exported:
         """Refuse a model whose answers name movies differently from the run's catalog
         (ids that mean other movies, e.g. the tiny demo's model shown with ML-1M titles)."""
         labels = prepared.movie_labels
+        added = getattr(self, "origin", None) or {}
         for movie_id, title in self.titles.items():
+            if movie_id not in labels and added.get("added_movies"):
+                continue  # a movie added at export (bst.export --add-movies)
             if movie_id and labels.get(movie_id) != title:
                 here = labels.get(movie_id)
                 raise UsageError(
@@ -297,6 +300,16 @@ def popular(counts: np.ndarray, catalog: Catalog, seen: set[str], k: int) -> lis
     return out
 
 
+def _describe(catalog: Catalog, source, movie_id: str) -> dict:
+    """The run's description of a movie, or for a movie added at export (``bst.export
+    --add-movies``), which the run does not know, the title the model answered."""
+    row = catalog.describe(movie_id)
+    answered = getattr(source, "titles", {}) or {}
+    if movie_id not in catalog.info and movie_id in answered:
+        row["title"] = answered[movie_id]
+    return row
+
+
 def _run_config(run_dir: Path) -> Config:
     if not run_dir.is_dir():
         raise UsageError(f"run folder {run_dir} not found")
@@ -394,7 +407,7 @@ def recommend(
         "history_length": len(events.movie_ids),
         "splits": events.splits,
         "history": shown,
-        "model": [{**catalog.describe(m), "score": s} for m, s in picks],
+        "model": [{**_describe(catalog, source, m), "score": s} for m, s in picks],
         "popular": [
             {**catalog.describe(m), "count": c} for m, c in popular(counts, catalog, seen, k)
         ],

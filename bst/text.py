@@ -10,11 +10,14 @@ import pandas as pd
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
 
 
+MAX_OVERVIEW_TOKENS = 64  # longest token list kept per overview
+
+
 def build_overview_tokens(
     enriched: pd.DataFrame,
     train_movie_ids: Iterable[int],
     vocab_size: int = 20000,
-    max_tokens: int = 64,
+    max_tokens: int = MAX_OVERVIEW_TOKENS,
 ) -> tuple[list[str], dict[int, list[int]]]:
     """Token ids of every movie's overview, with a vocabulary learnt from training movies only.
 
@@ -57,14 +60,7 @@ def build_overview_tokens(
     train = set(int(i) for i in train_movie_ids)
     train_texts = frame["overview"][frame["movie_id"].isin(train) & frame["overview"].ne("")]
 
-    vectorizer = tf.keras.layers.TextVectorization(
-        max_tokens=vocab_size,
-        standardize="lower_and_strip_punctuation",
-        split="whitespace",
-        output_mode="int",
-        output_sequence_length=max_tokens,
-        name="overview_vectorizer",
-    )
+    vectorizer = _vectorizer(max_tokens, max_tokens=vocab_size)
     if len(train_texts):
         vectorizer.adapt(tf.constant(train_texts.tolist()), batch_size=256)
     vocabulary = [
@@ -73,8 +69,42 @@ def build_overview_tokens(
 
     tokens: dict[int, list[int]] = {int(i): [] for i in frame["movie_id"]}
     has_text = frame[frame["overview"].ne("")]
-    if len(has_text):
-        ids = vectorizer(tf.constant(has_text["overview"].tolist())).numpy()  # (movies, max_tokens)
-        for movie_id, row in zip(has_text["movie_id"].tolist(), ids, strict=True):
-            tokens[int(movie_id)] = np.trim_zeros(row, "b").astype(int).tolist()
+    rows = _token_rows(vectorizer, has_text["overview"].tolist())
+    for movie_id, row in zip(has_text["movie_id"].tolist(), rows, strict=True):
+        tokens[int(movie_id)] = row
     return vocabulary, tokens
+
+
+def tokenize_overviews(
+    texts: list[str], vocabulary: list[str], max_tokens: int = MAX_OVERVIEW_TOKENS
+) -> list[list[int]]:
+    """Token ids of ``texts`` with a fixed ``vocabulary`` (a prepared folder's
+    ``vocab/text.txt``, index order, ``''`` and ``'[UNK]'`` first): what
+    :func:`build_overview_tokens` gives a movie, for movies added after training (a word
+    the vocabulary lacks is 1, out of vocabulary; the vocabulary never grows)."""
+    if len(vocabulary) < 2 or vocabulary[0] != "" or vocabulary[1] != "[UNK]":
+        raise ValueError(
+            "`vocabulary` must start with '' and '[UNK]' (vocab/text.txt). "
+            f"Received: {vocabulary[:2]!r}"
+        )
+    vectorizer = _vectorizer(max_tokens, vocabulary=vocabulary)
+    return _token_rows(vectorizer, [str(t).strip() for t in texts])
+
+
+def _vectorizer(length: int, **kwargs) -> tf.keras.layers.TextVectorization:
+    """Lower-case, punctuation stripped, split on whitespace, ``length`` ids per text."""
+    return tf.keras.layers.TextVectorization(
+        standardize="lower_and_strip_punctuation",
+        split="whitespace",
+        output_mode="int",
+        output_sequence_length=length,
+        name="overview_vectorizer",
+        **kwargs,
+    )
+
+
+def _token_rows(vectorizer, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    ids = vectorizer(tf.constant(texts)).numpy()  # (texts, length)
+    return [np.trim_zeros(row, "b").astype(int).tolist() for row in ids]
