@@ -424,9 +424,7 @@ def _dataset_name(cfg) -> str:
     return "MovieLens-1M" + (" (SASRec benchmark file)" if cfg.data.format == "sasrec" else "")
 
 
-def cold_start(
-    all_ranks: dict[str, np.ndarray], targets: np.ndarray, prepared
-) -> dict | None:
+def cold_start(all_ranks: dict[str, np.ndarray], targets: np.ndarray, prepared) -> dict | None:
     """The cold-start protocol's figures (``--cold-fraction``): each model's HR/NDCG on the
     users whose target is a movie held out of training. None when nothing was held out."""
     if not prepared.cold_movies:

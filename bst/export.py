@@ -337,9 +337,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     with cli_errors():
         args = cli.parse("export", argv)
         cli.setup_logging(args.verbose)
-        path, written = export_version(
-            args.run_dir, args.out, args.k, args.force, args.add_movies
-        )
+        path, written = export_version(args.run_dir, args.out, args.k, args.force, args.add_movies)
     if written:
         print(f"exported {path}")
     else:

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
 
-
 MAX_OVERVIEW_TOKENS = 64  # longest token list kept per overview
 
 

@@ -64,6 +64,24 @@ def write_dat(folder: Path, name: str, lines: list[str], encoding: str = "latin-
     return path
 
 
+def tiny_on_files(data_dir: Path, run_dir: Path, *flags: str, export_dir: str = "") -> list[str]:
+    """``bst.train`` arguments: the ``tiny`` preset on raw files in ``data_dir`` (not
+    generated), writing ``run_dir``, exporting to ``export_dir`` ("" = no export)."""
+    return [
+        "--preset",
+        "tiny",
+        "--set",
+        "data.synthetic=false",
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(run_dir),
+        "--export-dir",
+        export_dir,
+        *flags,
+    ]
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A finished ``python -m bst.train --preset tiny`` run (trained once per session)."""

@@ -22,6 +22,7 @@ from bst.model import load_run
 from bst.recommend import recommend
 from bst.versions import read_origin
 from bst.vocab import read_vocabulary
+from tests.conftest import tiny_on_files
 
 pytestmark = pytest.mark.slow
 
@@ -53,24 +54,16 @@ def cold_run(tmp_path_factory, synthetic_dir) -> tuple[Path, dict[int, str]]:
     overviews = write_catalog(synthetic_dir / "movies.dat", root / "catalog.csv")
     run_dir = root / "run"
     train_cli.main(
-        [
-            "--preset",
-            "tiny",
-            "--set",
-            "data.synthetic=false",
-            "--data-dir",
-            str(synthetic_dir),
+        tiny_on_files(
+            synthetic_dir,
+            run_dir,
             "--catalog",
             str(root / "catalog.csv"),
             "--set",
             "data.cold_fraction=0.2",
             "--set",
             "train.epochs=8",
-            "--run-dir",
-            str(run_dir),
-            "--export-dir",
-            "",
-        ]
+        )
     )
     return run_dir, overviews
 
@@ -109,9 +102,12 @@ def test_held_out_movies_leave_training_and_the_text_vocabulary(cold_run):
         items.genre_table[rows], items.year_table[rows], items.text_table[rows]
     ).numpy()
     np.testing.assert_allclose(catalog[rows], content, rtol=1e-6, atol=1e-6)
-    assert not np.allclose(catalog[2], items.content(
-        items.genre_table[[2]], items.year_table[[2]], items.text_table[[2]]
-    ).numpy()[0])
+    assert not np.allclose(
+        catalog[2],
+        items.content(items.genre_table[[2]], items.year_table[[2]], items.text_table[[2]]).numpy()[
+            0
+        ],
+    )
 
 
 def test_evaluate_reports_the_held_out_targets_and_the_text_beats_the_baselines(cold_run):
@@ -218,7 +214,14 @@ def test_bad_new_movie_files_are_one_line(trained_run, tmp_path, capsys, rows, m
 def test_cold_fraction_needs_overviews(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         train_cli.main(
-            ["--preset", "tiny", "--run-dir", str(tmp_path / "r"), "--set", "data.cold_fraction=0.1"]
+            [
+                "--preset",
+                "tiny",
+                "--run-dir",
+                str(tmp_path / "r"),
+                "--set",
+                "data.cold_fraction=0.1",
+            ]
         )
     assert exit_.value.code == 2
     assert "give --catalog" in capsys.readouterr().err
@@ -227,26 +230,20 @@ def test_cold_fraction_needs_overviews(tmp_path, capsys):
 
 def test_prepared_folder_with_another_cold_fraction_is_refused(cold_run, tmp_path, capsys):
     run_dir, _ = cold_run
-    prepared = Prepared.open(json.loads((run_dir / "config.json").read_text())["data"]["prepared_dir"])
+    prepared = Prepared.open(
+        json.loads((run_dir / "config.json").read_text())["data"]["prepared_dir"]
+    )
     enriched = run_dir / "enriched" / "movies_enriched.csv"
     with pytest.raises(SystemExit) as exit_:
         train_cli.main(
-            [
-                "--preset",
-                "tiny",
-                "--set",
-                "data.synthetic=false",
-                "--data-dir",
-                str(tmp_path),
+            tiny_on_files(
+                tmp_path,
+                tmp_path / "r",
                 "--set",
                 f"data.prepared_dir={prepared.folder}",
                 "--set",
                 f"data.enriched={enriched}",
-                "--run-dir",
-                str(tmp_path / "r"),
-                "--export-dir",
-                "",
-            ]
+            )
         )
     assert exit_.value.code == 2
     assert "data.cold_fraction=0.2 but this run asks for 0" in capsys.readouterr().err

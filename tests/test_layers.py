@@ -363,7 +363,9 @@ LAYER_FACTORIES = {
     ),
     "position_embedding": lambda: PositionEmbedding(SEQ_LEN, DIM, name="position_embedding"),
     "item_embedding": lambda: _item_embedding(
-        text_table=[[0, 0, 0], [0, 0, 0], [2, 3, 0], [3, 0, 0]], text_vocab_size=5, num_trained=3,
+        text_table=[[0, 0, 0], [0, 0, 0], [2, 3, 0], [3, 0, 0]],
+        text_vocab_size=5,
+        num_trained=3,
         id_dropout=0.1,
     ),
     "feature_dropout": lambda: FeatureDropout(0.3, mode="example", seed=7, name="rating_dropout"),

@@ -192,7 +192,9 @@ def test_cold_fraction_holds_movies_out_of_training(tmp_path):
     text_vocab = (tmp_path / "out" / "vocab" / "text.txt").read_text().splitlines()
     assert all(f"word{m}" not in text_vocab for m in held_out)
     # The same data and fraction hold out the same movies.
-    again = prep.prepare(folder, tmp_path / "again", num_shards=1, enriched=enriched, cold_fraction=0.2)
+    again = prep.prepare(
+        folder, tmp_path / "again", num_shards=1, enriched=enriched, cold_fraction=0.2
+    )
     assert again["outputs"]["vocab/movie_id.txt"] == manifest["outputs"]["vocab/movie_id.txt"]
 
 

@@ -15,7 +15,7 @@ from bst import config
 from bst import train as train_cli
 from bst.data.movielens import read_movies
 from bst.model import load_run
-from tests.conftest import served_and_expected_top_k
+from tests.conftest import served_and_expected_top_k, tiny_on_files
 
 pytestmark = pytest.mark.slow
 
@@ -50,20 +50,9 @@ def text_run(tmp_path_factory, synthetic_dir) -> Path:
     write_catalog(synthetic_dir / "movies.dat", catalog, every=2)
     run_dir = root / "run"
     train_cli.main(
-        [
-            "--preset",
-            "tiny",
-            "--set",
-            "data.synthetic=false",
-            "--data-dir",
-            str(synthetic_dir),
-            "--catalog",
-            str(catalog),
-            "--run-dir",
-            str(run_dir),
-            "--export-dir",
-            str(run_dir / "saved"),
-        ]
+        tiny_on_files(
+            synthetic_dir, run_dir, "--catalog", str(catalog), export_dir=str(run_dir / "saved")
+        )
     )
     return run_dir
 
@@ -106,22 +95,14 @@ def test_a_reused_prepared_folder_without_text_is_refused(text_run, prepared_dir
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_:
         train_cli.main(
-            [
-                "--preset",
-                "tiny",
-                "--set",
-                "data.synthetic=false",
+            tiny_on_files(
+                prepared_dir.parent,
+                run_dir,
                 "--set",
                 f"data.prepared_dir={prepared_dir}",
-                "--data-dir",
-                str(prepared_dir.parent),
                 "--catalog",
                 str(catalog),
-                "--run-dir",
-                str(run_dir),
-                "--export-dir",
-                "",
-            ]
+            )
         )
     assert exit_.value.code == 2
     err = capsys.readouterr().err
