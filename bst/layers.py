@@ -169,10 +169,11 @@ class ItemEmbedding(tf.keras.layers.Layer):
         token(i) = E_movie[i]
                  + mean(E_genre[g] for g in genre_table[i] if g != 0)
                  + E_year[year_table[i]]
-                 (+ mean(E_text[w] for w in text_table[i] if w != 0))
+                 (+ mean(E_text[w] for w in text_table[i] if w > 1))
 
-    and ``token(0) = 0`` (padding). An item with no non-zero genre (or text)
-    slot gets no genre (or text) term. Items with an index ``>= num_trained``
+    and ``token(0) = 0`` (padding). An item with no non-zero genre (or no
+    in-vocabulary word: padding and OOV words are left out) gets no genre (or
+    text) term. Items with an index ``>= num_trained``
     (movies held out of training, the cold-start protocol) get no ``E_movie``
     term: they are embedded from their side features alone, as :meth:`content`
     embeds a movie that is not in the table at all (new movies at export). ``genre_table``, ``year_table`` and
@@ -298,10 +299,13 @@ class ItemEmbedding(tf.keras.layers.Layer):
                 embedding.build((None,))
         super().build(input_shape)
 
-    def _bag_mean(self, embedding: tf.keras.layers.Layer, ids: tf.Tensor) -> tf.Tensor:
-        """Mean of the embeddings of the non-zero ids along the last axis."""
+    def _bag_mean(
+        self, embedding: tf.keras.layers.Layer, ids: tf.Tensor, first: int = PAD + 1
+    ) -> tf.Tensor:
+        """Mean of the embeddings of the ids ``>= first`` along the last axis (by default
+        every id but padding)."""
         vectors = embedding(ids)  # (..., K, D)
-        present = tf.cast(tf.not_equal(ids, PAD), vectors.dtype)[..., tf.newaxis]  # (..., K, 1)
+        present = tf.cast(ids >= first, vectors.dtype)[..., tf.newaxis]  # (..., K, 1)
         total = tf.reduce_sum(vectors * present, axis=-2)  # (..., D)
         count = tf.reduce_sum(present, axis=-2)  # (..., 1)
         return total / tf.maximum(count, 1.0)
@@ -321,7 +325,10 @@ class ItemEmbedding(tf.keras.layers.Layer):
         token = self._bag_mean(self.genre_embedding, tf.cast(genres, tf.int32))
         token += self.year_embedding(tf.cast(years, tf.int32))
         if self.text_embedding is not None and words is not None:
-            token += self._bag_mean(self.text_embedding, tf.cast(words, tf.int32))
+            # Words the vocabulary lacks (OOV) are left out: a movie's rare words are
+            # out of a vocabulary learnt from other movies, and an OOV vector they all
+            # share would only blur its overview.
+            token += self._bag_mean(self.text_embedding, tf.cast(words, tf.int32), OOV + 1)
         return token
 
     def _embed(self, item_ids: tf.Tensor, training: Any = False) -> tf.Tensor:

@@ -131,6 +131,18 @@ def test_item_embedding_id_dropout_drops_whole_id_terms_in_training_only():
     np.testing.assert_allclose(layer.all_items(training=False).numpy(), full)
 
 
+def test_item_embedding_text_bag_leaves_out_of_vocabulary_words_out():
+    layer = _item_embedding(dim=2, text_table=[[0, 0], [0, 0], [2, 1], [1, 1]], text_vocab_size=4)
+    layer.build((None, None))
+    for embedding in (layer.movie_embedding, layer.genre_embedding, layer.year_embedding):
+        embedding.set_weights([np.zeros((4, 2), "f")])
+    layer.text_embedding.set_weights([np.array([[9, 9], [7, 7], [2, 4], [4, 8]], "f")])
+
+    out = layer(tf.constant([[2, 3]])).numpy()
+
+    np.testing.assert_allclose(out[0], [[2, 4], [0, 0]])  # OOV (1) words: no term
+
+
 def test_item_embedding_all_items_shape_and_pad_row():
     layer = _item_embedding()
     items = layer.all_items()
