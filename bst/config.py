@@ -135,7 +135,9 @@ class TrainConfig:
         warmup_steps: ... but at most this many steps.
         final_lr_fraction: the learning rate at the end of the planned run, as a fraction of
             the peak.
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW weight decay (decoupled, every weight); 0 = Adam. The default
+            0.1 was chosen on validation NDCG@10: on ML-1M 0.1965 against 0.1934 with 0 (30
+            minutes each), on a 10 % subsample 0.1216 against 0.1121 (batch 128).
         patience: early-stopping patience in epochs on validation NDCG@10; -1 (the default)
             = a fifth of the planned epochs, at least 10, so that a run over few, short
             epochs (small data) is not stopped long before its learning rate has decayed.
@@ -161,7 +163,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     warmup_steps: int = 500
     final_lr_fraction: float = 0.02
-    weight_decay: float = 0.0
+    weight_decay: float = 0.1
     patience: int = -1
     seed: int = 42
     mixed_precision: bool = False

@@ -16,11 +16,13 @@ def lr(schedule, step):
 
 
 def test_optimizer_follows_the_config():
-    plain = optim.make_optimizer(config.tiny(), 100)
+    plain = optim.make_optimizer(config.replace(config.tiny(), {"train.weight_decay": 0}), 100)
     assert type(plain).__name__ == "Adam"
     decayed = optim.make_optimizer(config.replace(config.tiny(), {"train.weight_decay": 0.01}), 100)
     assert type(decayed).__name__ == "AdamW"
     assert decayed.weight_decay == pytest.approx(0.01)
+    default = optim.make_optimizer(config.ml1m(), 100)
+    assert type(default).__name__ == "AdamW" and default.weight_decay == pytest.approx(0.1)
 
 
 def test_warm_up_is_a_fraction_of_the_planned_steps_then_cosine_to_the_floor():
