@@ -116,51 +116,62 @@ def test_static_shape_loss_equals_the_gathered_loss(tiny_cfg, tables):
         assert a == pytest.approx(b, rel=1e-2 if bf16 else 1e-5)
 
 
-def test_softmax_cross_entropy_matches_tensorflows():
-    from bst.task import softmax_cross_entropy
+def _reference_cross_entropy(query, items, labels, weights, mask=None):
+    logits = tf.matmul(query, items, transpose_b=True)
+    if mask is not None:
+        logits = tf.where(mask, -np.inf, logits)
+    per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.reduce_sum(per_row * weights)
 
-    rng = np.random.default_rng(0)
-    logits = tf.constant(rng.normal(size=(7, 11)) * 3, tf.float32)
-    labels = tf.constant(rng.integers(0, 11, 7), tf.int32)
+
+def _query_items_labels(seed, rows=7, columns=11, dim=5):
+    rng = np.random.default_rng(seed)
+    query = tf.constant(rng.normal(size=(rows, dim)) * 1.5, tf.float32)
+    items = tf.constant(rng.normal(size=(columns, dim)), tf.float32)
+    labels = rng.integers(0, columns, rows)
+    labels[1] = labels[0]  # two rows with one label: its item gradient sums both
+    return query, items, tf.constant(labels, tf.int32)
+
+
+def test_catalog_cross_entropy_matches_tensorflows():
+    """Values and gradients of the fused loss (one-hot taken out of the matmuls, the
+    upstream gradient on the query side) equal TensorFlow's op over the logits matmul."""
+    from bst.task import catalog_cross_entropy
+
+    query, items, labels = _query_items_labels(0)
+    weights = tf.range(1.0, 8.0)  # a non-uniform upstream gradient
     with tf.GradientTape(persistent=True) as tape:
-        tape.watch(logits)
-        ours = tf.reduce_sum(softmax_cross_entropy(logits, labels) * tf.range(1.0, 8.0))
-        ref = tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-            * tf.range(1.0, 8.0)
-        )
+        tape.watch([query, items])
+        ours = tf.reduce_sum(catalog_cross_entropy(query, items, labels) * weights)
+        ref = _reference_cross_entropy(query, items, labels, weights)
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5)
-    np.testing.assert_allclose(
-        tape.gradient(ours, logits).numpy(), tape.gradient(ref, logits).numpy(), atol=1e-6
-    )
+    for ours_grad, ref_grad in zip(
+        tape.gradient(ours, [query, items]), tape.gradient(ref, [query, items]), strict=True
+    ):
+        np.testing.assert_allclose(ours_grad.numpy(), ref_grad.numpy(), atol=1e-5)
 
 
-def test_softmax_cross_entropy_in_bfloat16_stays_close_and_returns_float32():
-    """bf16 logits (``train.bf16_logits``): the softmax and its gradient stay bfloat16 (half
-    the memory traffic), the loss is float32; both within bfloat16 rounding of the
-    float32 reference, and the gradient keeps the logits' dtype."""
-    from bst.task import softmax_cross_entropy
+def test_catalog_cross_entropy_in_bfloat16_stays_close_and_returns_float32():
+    """bf16 logits (``train.bf16_logits``): the matmuls and the softmax run in bfloat16
+    (half the memory traffic); the loss and the gradients come back float32, within
+    bfloat16 rounding of the float32 reference."""
+    from bst.task import catalog_cross_entropy
 
-    rng = np.random.default_rng(1)
-    exact = tf.constant(rng.normal(size=(9, 300)) * 4, tf.float32)
-    logits = tf.cast(exact, tf.bfloat16)
-    labels = tf.constant(rng.integers(0, 300, 9), tf.int32)
-    weights = tf.range(1.0, 10.0)
+    query, items, labels = _query_items_labels(1, rows=64, columns=300, dim=16)
+    weights = tf.ones([64]) / 64.0
     with tf.GradientTape(persistent=True) as tape:
-        tape.watch(logits)
-        per_row = softmax_cross_entropy(logits, labels)
+        tape.watch([query, items])
+        per_row = catalog_cross_entropy(query, items, labels, logits_dtype=tf.bfloat16)
         ours = tf.reduce_sum(per_row * weights)
-        rounded = tf.cast(logits, tf.float32)  # the same bf16 values, in float32
-        ref = tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=rounded) * weights
-        )
+        ref = _reference_cross_entropy(query, items, labels, weights)
     assert per_row.dtype == tf.float32
-    grad = tape.gradient(ours, logits)
-    assert grad.dtype == tf.bfloat16
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-2)
-    ref_grad = tape.gradient(ref, rounded).numpy()
-    err = np.abs(grad.numpy().astype(np.float32) - ref_grad)
-    assert err.max() <= 1e-2 * np.abs(ref_grad).max()  # bfloat16 keeps 8 bits
+    for ours_grad, ref_grad in zip(
+        tape.gradient(ours, [query, items]), tape.gradient(ref, [query, items]), strict=True
+    ):
+        assert ours_grad.dtype == tf.float32
+        err = np.linalg.norm(ours_grad.numpy() - ref_grad.numpy())
+        assert err <= 2e-2 * np.linalg.norm(ref_grad.numpy())  # bfloat16 keeps 8 bits
 
 
 def test_seen_mask_holds_each_tokens_earlier_movies_but_its_target():
@@ -186,26 +197,25 @@ def test_seen_mask_holds_each_tokens_earlier_movies_but_its_target():
     assert not got[1, 5 - NUM_RESERVED]  # movie 5 seen at t=2 is token 1's target
 
 
-def test_masked_softmax_cross_entropy_leaves_the_masked_logits_out():
-    from bst.task import softmax_cross_entropy
+def test_masked_catalog_cross_entropy_leaves_the_masked_logits_out():
+    from bst.task import catalog_cross_entropy
 
-    rng = np.random.default_rng(2)
-    logits = tf.constant(rng.normal(size=(4, 9)) * 3, tf.float32)
-    labels = tf.constant([0, 3, 8, 2], tf.int32)
+    query, items, labels = _query_items_labels(2, rows=4, columns=9)
     mask = np.zeros((4, 9), bool)
     mask[[0, 0, 1, 3], [1, 2, 0, 7]] = True
+    unlabelled = sorted(set(range(9)) - set(labels.numpy().tolist()))[0]
+    mask[:, unlabelled] = True  # left out of every row
+    mask[np.arange(4), labels.numpy()] = False  # never a row's label
+    weights = tf.ones([4])
     with tf.GradientTape(persistent=True) as tape:
-        tape.watch(logits)
-        ours = tf.reduce_sum(softmax_cross_entropy(logits, labels, tf.constant(mask)))
-        ref = tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=labels, logits=tf.where(mask, -np.inf, logits)
-            )
-        )
+        tape.watch([query, items])
+        ours = tf.reduce_sum(catalog_cross_entropy(query, items, labels, tf.constant(mask)))
+        ref = _reference_cross_entropy(query, items, labels, weights, tf.constant(mask))
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5)
-    grad = tape.gradient(ours, logits).numpy()
-    assert (grad[mask] == 0).all()
-    np.testing.assert_allclose(grad, np.nan_to_num(tape.gradient(ref, logits).numpy()), atol=1e-6)
+    grads = tape.gradient(ours, [query, items])
+    for ours_grad, ref_grad in zip(grads, tape.gradient(ref, [query, items]), strict=True):
+        np.testing.assert_allclose(ours_grad.numpy(), ref_grad.numpy(), atol=1e-5)
+    assert (grads[1].numpy()[unlabelled] == 0).all()  # no row saw it: no gradient
 
 
 def test_mask_seen_lowers_the_loss_and_can_be_turned_off(tiny_cfg, tables):
