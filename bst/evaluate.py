@@ -7,7 +7,8 @@ Full-catalog ranking of every evaluated user (the protocol of :mod:`bst.metrics`
 HR@K, NDCG@K for K in 1, 3, 5, 10, 20, MRR and catalog coverage@10 for the model and
 the popularity, ItemTransition and ItemKNN baselines, the same metrics by
 history-length bucket, and how popular the recommended movies are. Writes into
-``<run>/eval/``:
+``<run>/eval/`` (the test split) or ``<run>/eval-validation/`` (so one split's report
+never overwrites the other's):
 
 * ``metrics.json``: every figure below (what :func:`main` returns);
 * ``report.md``: the tables, the protocol in words and the published full-ranking
@@ -438,7 +439,7 @@ def cold_start(all_ranks: dict[str, np.ndarray], targets: np.ndarray, prepared) 
 
 
 def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> dict:
-    """Evaluate a finished run and its baselines on ``split``; write ``<run>/eval/``.
+    """Evaluate a finished run and its baselines on ``split``; write :func:`eval_dir`.
 
     Returns:
         The dict written to ``eval/metrics.json``: ``model`` ({"BST": metrics}),
@@ -533,7 +534,7 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
             f"Popularity of the top-{COVERAGE_K} recommendations vs the catalog ({split})",
         ),
     }
-    out = run_dir / "eval"
+    out = eval_dir(run_dir, split)
     out.mkdir(parents=True, exist_ok=True)
     for key, png in pngs.items():
         (out / PLOTS[key]).write_bytes(png)
@@ -546,6 +547,12 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
     )
     log_to_tensorboard(result, pngs, run_dir / "logs" / "eval", step=_train_epochs(run_dir))
     return result
+
+
+def eval_dir(run_dir: str | Path, split: str) -> Path:
+    """Where :func:`evaluate` writes ``split``'s report: ``<run>/eval/`` for the test
+    split, ``<run>/eval-validation/`` for the validation split."""
+    return Path(run_dir) / ("eval" if split == TEST else f"eval-{split}")
 
 
 def _train_epochs(run_dir: Path) -> int:
@@ -564,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         result = evaluate(args.run_dir, args.split, args.batch_size)
     rows = {MODEL_NAME: result["model"][MODEL_NAME], **result["baselines"]}
     print("\n" + results_table(result["split"], result["users"], rows))
-    print(f"report: {Path(args.run_dir) / 'eval' / 'report.md'}")
+    print(f"report: {eval_dir(args.run_dir, result['split']) / 'report.md'}")
     return result
 
 

@@ -188,14 +188,17 @@ def test_tensorboard_scalars_and_images(evaluated):
 
 
 @pytest.mark.slow
-def test_validation_split(run_copy):
-
+def test_validation_split(evaluated):
+    run_copy, _ = evaluated  # the test split's report is written first
     result = ev.evaluate(run_copy, "validation")
     _, _, prepared = load_run(run_copy)
     assert result["split"] == "validation"
     assert result["users"] == load_eval_data(prepared.folder, "validation").num_users
-    saved = json.loads((run_copy / "eval" / "metrics.json").read_text())
+    saved = json.loads((run_copy / "eval-validation" / "metrics.json").read_text())
     assert saved["split"] == "validation"
+    # the test report beside it stays the test report
+    assert json.loads((run_copy / "eval" / "metrics.json").read_text())["split"] == "test"
+    assert "on the validation split" in (run_copy / "eval-validation" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "no_weights"])
