@@ -1,10 +1,10 @@
 """Time to quality of the default preset: epoch time and when validation NDCG@10 gets there.
 
     python benchmarks/time_to_quality.py [--data-dir ../shared/data/ml-1m] [--format ml1m]
-        [--run-dir /tmp/bst-ttq] [--set train.max_minutes=30 ...]
+        [--preset ml1m] [--run-dir /tmp/bst-ttq] [--set train.max_minutes=30 ...]
 
-Runs ``bst.train`` (the default ``ml1m`` preset plus ``--set`` overrides; prepared data
-is reused from ``--prepared`` when it is there) and prints: the median epoch time
+Runs ``bst.train`` (the default ``ml1m`` preset, or ``--preset``, plus ``--set``
+overrides; prepared data is reused from ``--prepared`` when it is there) and prints: the median epoch time
 (validation included), the seconds since this command started at which validation
 NDCG@10 first reached 0.10, 0.15 and 0.17, and the final test metrics next to the
 item-transition baseline. The test split is read once, at the end, by ``bst.train``.
@@ -30,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=str(default))
     parser.add_argument("--format", default="ml1m", choices=("ml1m", "sasrec"))
+    parser.add_argument("--preset", default="ml1m", choices=("ml1m", "ml1m-long"))
     parser.add_argument("--side-data-dir", default=None, help="sasrec: movies.dat/users.dat")
     parser.add_argument("--prepared", default=None, help="prepared folder to reuse or write")
     parser.add_argument("--run-dir", default=None)
@@ -48,7 +49,7 @@ def main() -> None:
     if args.prepared:
         updates["data.prepared_dir"] = args.prepared
     updates.update(config.parse_overrides(args.overrides))
-    cfg = config.replace(config.ml1m(), updates)
+    cfg = config.replace(config.preset(args.preset), updates)
     result = train_cli.train(cfg, run_dir, export_dir=None)
     history = result["history"]
     seconds = [row["seconds"] for row in history]

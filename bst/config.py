@@ -1,4 +1,5 @@
-"""Typed, frozen configuration: presets (``tiny``, ``ml1m``) and ``--set a.b=value`` overrides.
+"""Typed, frozen configuration: presets (``tiny``, ``ml1m``, ``ml1m-long``) and ``--set a.b=value``
+overrides.
 
 A run's resolved config is saved as JSON beside it (``config.json``) and can be
 loaded back with :func:`from_dict`.
@@ -151,7 +152,8 @@ class TrainConfig:
         max_minutes: stop after the epoch that would make the next one overrun this
             wall-clock budget (0 = no budget); the best weights are still restored. The
             planned run (what the schedule decays over) is the epochs that fit in it.
-            -1 (the default) = 30 minutes on a CPU, no budget on a GPU or TPU.
+            -1 (the default) = 30 minutes on a CPU (60 for the ``ml1m-long`` preset), no
+            budget on a GPU or TPU.
         jit_compile: XLA-compile the training step: ``auto`` (on GPU/TPU only: on a CPU it
             is about 3x slower), ``true`` or ``false``.
     """
@@ -204,7 +206,16 @@ def ml1m() -> Config:
     return Config(preset="ml1m")
 
 
-PRESETS = {"tiny": tiny, "ml1m": ml1m}
+def ml1m_long() -> Config:
+    """The stretch run: ``ml1m`` twice as wide (dim 128), over a 60-minute CPU budget
+    (``train.max_minutes=-1``; no budget on a GPU or TPU, as for ``ml1m``)."""
+    return Config(preset="ml1m-long", model=ModelConfig(dim=128))
+
+
+PRESETS = {"tiny": tiny, "ml1m": ml1m, "ml1m-long": ml1m_long}
+
+# train.max_minutes=-1 on a CPU, by preset (bst.devices.resolve); others get 30 minutes.
+CPU_BUDGET_MINUTES = {"ml1m": 30.0, "ml1m-long": 60.0}
 
 
 def preset(name: str) -> Config:

@@ -14,7 +14,7 @@ import os
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
 
 from bst import config as config_lib
-from bst.config import Config
+from bst.config import CPU_BUDGET_MINUTES, Config
 from bst.errors import UsageError
 
 
@@ -99,7 +99,8 @@ def resolve(cfg: Config, strategy: tf.distribute.Strategy) -> tuple[Config, list
     updates, notes = {}, []
     t = cfg.train
     if t.max_minutes < 0:
-        minutes = DEFAULT_CPU_MINUTES if kind == "cpu" else 0.0
+        cpu_minutes = CPU_BUDGET_MINUTES.get(cfg.preset, DEFAULT_CPU_MINUTES)
+        minutes = cpu_minutes if kind == "cpu" else 0.0
         updates["train.max_minutes"] = minutes
         notes.append(
             f"time budget: {minutes:.0f} minutes on this CPU (change it with --set "

@@ -277,7 +277,17 @@ def test_cli_errors_maps_ctrl_c_to_130(capsys):
 def _start(args: list[str], log_path: Path, marker: str, seconds: float = 240):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = open(log_path, "w")  # noqa: SIM115 - closed by the caller through proc
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    proc = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+        # A suite started in the background of a non-interactive shell inherits SIGINT
+        # ignored, and Python then keeps it ignored: give the child the default, so
+        # Ctrl-C reaches it however the suite was started.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + seconds
     while marker not in log_path.read_text():
         assert proc.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]

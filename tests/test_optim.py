@@ -113,3 +113,23 @@ def test_resolve_batch_size_makes_the_default_concrete(tiny_cfg, prepared_dir):
     assert resolve_batch_size(auto, prepared).train.batch_size == 16  # 30 users
     assert resolve_batch_size(tiny_cfg, prepared) is tiny_cfg  # a given value is kept
     assert config.ml1m().train.batch_size == -1
+
+
+def test_the_cpu_budget_by_preset_and_a_given_budget_kept():
+    """train.max_minutes=-1 on a CPU: 30 minutes for ml1m, 60 for the wider ml1m-long;
+    a given budget is used as given; the saved config says what ran."""
+    from bst.devices import resolve
+
+    strategy = tf.distribute.get_strategy()
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("the CPU budget applies on a CPU")
+    default, notes = resolve(config.ml1m(), strategy)
+    assert default.train.max_minutes == 30.0 and "30 minutes" in notes[0]
+    long_cfg = config.preset("ml1m-long")
+    assert long_cfg.model.dim == 128 and long_cfg.preset == "ml1m-long"
+    resolved, notes = resolve(long_cfg, strategy)
+    assert resolved.train.max_minutes == 60.0 and "60 minutes" in notes[0]
+    given, _ = resolve(config.replace(long_cfg, {"train.max_minutes": 5}), strategy)
+    assert given.train.max_minutes == 5.0
+    # a saved ml1m-long config loads back as that preset
+    assert config.from_dict(resolved.to_dict()) == resolved
