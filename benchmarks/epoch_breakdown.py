@@ -33,13 +33,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _trainer import DEFAULT_DATA, ml1m_trainer
 
 
 def main() -> None:
-    default = Path(os.environ.get("BST_DATA_DIR") or REPO.parent / "shared" / "data") / "ml-1m"
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=str(default))
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
     parser.add_argument("--prepared", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--ops", type=int, default=0, help="profile the step: top N ops")
@@ -47,29 +46,13 @@ def main() -> None:
     if args.ops < 0:
         parser.error(f"--ops must be >= 0, got {args.ops}")
 
-    import bst  # noqa: F401  (Keras 2 before TensorFlow)
-    from bst import config
-    from bst.data.prepare import is_prepared, prepare
-    from bst.data.prepared import Prepared
-    from bst.model import Tables, build_model, model_inputs
-    from bst.optim import make_optimizer
+    cfg, _, trainer = ml1m_trainer(args.data_dir, args.prepared, args.overrides)
+
+    import tensorflow as tf  # after bst (Keras 2)
+
+    from bst.model import model_inputs
     from bst.pipeline import make_dataset
-    from bst.task import BSTTrainer
-    from bst.train import resolve_batch_size
 
-    import tensorflow as tf  # isort: skip
-
-    prepared_dir = Path(args.prepared or Path(tempfile.gettempdir()) / "bst-bench-prepared")
-    if not is_prepared(prepared_dir):
-        prepare(args.data_dir, prepared_dir)
-    cfg = config.replace(
-        config.ml1m(),
-        {"data.prepared_dir": str(prepared_dir), **config.parse_overrides(args.overrides)},
-    )
-    prepared = Prepared.open(prepared_dir)
-    cfg = resolve_batch_size(cfg, prepared)
-    trainer = BSTTrainer(build_model(cfg, Tables.from_prepared(prepared, cfg.model.text)), cfg)
-    trainer.compile(optimizer=make_optimizer(cfg, trainer.planned_steps))
     trainer.planned_steps.assign(10_000)  # mid-schedule learning rates
     batches = list(make_dataset(cfg, "train"))
     tokens = sum(

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _trainer import DEFAULT_DATA, ml1m_trainer
 
 
 def main() -> None:
-    default = Path(os.environ.get("BST_DATA_DIR") or REPO.parent / "shared" / "data") / "ml-1m"
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=str(default))
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
     parser.add_argument("--prepared", default=None)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
@@ -30,28 +27,17 @@ def main() -> None:
     args = parser.parse_args()
 
     import bst  # noqa: F401  (Keras 2 before TensorFlow)
-    from bst import config
-    from bst.data.prepare import is_prepared, prepare
-    from bst.data.prepared import Prepared
-    from bst.model import Tables, build_model
-    from bst.pipeline import make_dataset
-    from bst.task import BSTTrainer
-    from bst.train import resolve_batch_size
 
     import tensorflow as tf  # isort: skip
 
-    prepared_dir = Path(args.prepared or Path(tempfile.gettempdir()) / "bst-bench-prepared")
-    if not is_prepared(prepared_dir):
-        prepare(args.data_dir, prepared_dir)
-    cfg = config.replace(
-        config.ml1m(),
-        {"data.prepared_dir": str(prepared_dir), **config.parse_overrides(args.overrides)},
+    from bst.pipeline import make_dataset
+
+    cfg, _, trainer = ml1m_trainer(
+        args.data_dir,
+        args.prepared,
+        args.overrides,
+        optimizer=lambda cfg: tf.keras.optimizers.Adam(cfg.train.learning_rate),
     )
-    prepared = Prepared.open(prepared_dir)
-    cfg = resolve_batch_size(cfg, prepared)
-    model = build_model(cfg, Tables.from_prepared(prepared, cfg.model.text))
-    trainer = BSTTrainer(model, cfg)
-    trainer.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
     batches = iter(make_dataset(cfg, "train", repeat=True))
     step = tf.function(trainer.train_step)
 
