@@ -2,6 +2,8 @@
 
 * :class:`RankingCallback`: validation metrics by full ranking after every epoch;
 * :class:`PlannedEarlyStopping`: early stopping whose patience follows the planned run;
+* :class:`AverageWeights`: validation and early stopping on the moving average of the
+  weights (``train.ema``);
 * :class:`TimeBudget`: stop before the next epoch would overrun ``train.max_minutes``;
 * :class:`StepLogger`: per-step loss and learning rate;
 * :class:`BackupLogger`: a log line when the state has been backed up;
@@ -25,6 +27,7 @@ from bst import features as F
 from bst.config import Config
 from bst.data.prepared import Prepared
 from bst.metrics import EPOCH_METRICS, KS, load_eval_data, metric_names
+from bst.optim import restore, swap_average
 from bst.scoring import Scorer, SplitInputs, rank_metrics
 
 log = logging.getLogger("bst.train")
@@ -180,6 +183,34 @@ class PlannedEarlyStopping(tf.keras.callbacks.EarlyStopping):
                 )
                 self.said = True
         super().on_epoch_end(epoch, logs)
+
+
+class AverageWeights(tf.keras.callbacks.Callback):
+    """With ``train.ema``: from the end of each epoch's steps the model holds the moving
+    average of its weights, until :attr:`restore` (a second callback, listed after early
+    stopping and before the backup) puts the trained weights back. Validation and early
+    stopping's best weights are thus the average's, the backups the trained weights
+    (the average is saved with the optimizer). At the end of training Keras writes the
+    average into the model and early stopping then restores the best epoch's average.
+    Without a moving average both do nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.saved: list | None = None
+        self.restore = _RestoreTrained(self)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.saved = swap_average(self.model.optimizer, self.model.trainable_variables)
+
+
+class _RestoreTrained(tf.keras.callbacks.Callback):
+    def __init__(self, owner: AverageWeights):
+        super().__init__()
+        self.owner = owner
+
+    def on_epoch_end(self, epoch, logs=None):
+        restore(self.model.trainable_variables, self.owner.saved)
+        self.owner.saved = None
 
 
 class TimeBudget(tf.keras.callbacks.Callback):

@@ -136,6 +136,11 @@ class TrainConfig:
         warmup_steps: ... but at most this many steps.
         final_lr_fraction: the learning rate at the end of the planned run, as a fraction of
             the peak.
+        ema: keep an exponential moving average of the weights with this momentum (its
+            horizon is about ``1 / (1 - ema)`` steps; over the first steps the momentum is
+            ``(1 + t) / (10 + t)`` when that is smaller, so the average forgets the
+            initial weights); validation, early stopping and the saved, evaluated and
+            exported weights are the average's. 0 = off.
         weight_decay: AdamW weight decay (decoupled, every weight); 0 = Adam. The default
             0.1 was chosen on validation NDCG@10: on ML-1M 0.1965 against 0.1934 with 0 (30
             minutes each), on a 10 % subsample 0.1216 against 0.1121 (batch 128).
@@ -166,6 +171,7 @@ class TrainConfig:
     warmup_steps: int = 500
     final_lr_fraction: float = 0.02
     weight_decay: float = 0.1
+    ema: float = 0.0
     patience: int = -1
     seed: int = 42
     mixed_precision: bool = False
@@ -346,6 +352,7 @@ RANGES = {
     "train.warmup_steps": (0, _INF, False, False),
     "train.final_lr_fraction": (0.0, 1.0, False, False),
     "train.weight_decay": (0.0, 1.0, False, False),
+    "train.ema": (0.0, 1.0, False, True),
     "train.patience": (-1, _INF, False, False),
     "train.seed": (0, 2**31 - 1, False, False),
     "train.steps_per_epoch": (0, _INF, False, False),

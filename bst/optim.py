@@ -116,9 +116,58 @@ def make_optimizer(
     if total is None:
         total = cfg.train.epochs * (cfg.train.steps_per_epoch or 1000)
     schedule = make_schedule(cfg, total)
+    ema = {"use_ema": True, "ema_momentum": cfg.train.ema} if cfg.train.ema > 0 else {}
     if cfg.train.weight_decay > 0:
-        return tf.keras.optimizers.AdamW(schedule, weight_decay=cfg.train.weight_decay, beta_2=0.98)
-    return tf.keras.optimizers.Adam(schedule, beta_2=0.98)
+        kind = AdamWAverage if ema else tf.keras.optimizers.AdamW
+        return kind(schedule, weight_decay=cfg.train.weight_decay, beta_2=0.98, **ema)
+    return (AdamAverage if ema else tf.keras.optimizers.Adam)(schedule, beta_2=0.98, **ema)
+
+
+class WarmAverage:
+    """Keras's moving average of the weights (``use_ema``) with a warm-up: at step ``t``
+    the momentum is ``min(ema_momentum, (1 + t) / (10 + t))``, as in
+    ``tf.train.ExponentialMovingAverage(num_updates=t)``. Keras starts the average at the
+    initial weights with a fixed momentum, so at 0.999 the untrained weights would still
+    weigh a third after 1,000 steps."""
+
+    @property
+    def ema_momentum(self):
+        step = tf.cast(self.iterations, tf.float32)
+        return tf.minimum(self.peak_ema_momentum, (1.0 + step) / (10.0 + step))
+
+    @ema_momentum.setter
+    def ema_momentum(self, value):
+        self.peak_ema_momentum = float(value)
+
+    def get_config(self):
+        return {**super().get_config(), "ema_momentum": self.peak_ema_momentum}
+
+
+class AdamAverage(WarmAverage, tf.keras.optimizers.Adam):
+    """Adam keeping a warmed-up moving average of the weights (:class:`WarmAverage`)."""
+
+
+class AdamWAverage(WarmAverage, tf.keras.optimizers.AdamW):
+    """AdamW keeping a warmed-up moving average of the weights (:class:`WarmAverage`)."""
+
+
+def swap_average(optimizer, variables: list) -> list | None:
+    """Writes the optimizer's moving averages into ``variables`` and returns their
+    previous values (for :func:`restore`); None, and nothing written, when it keeps none
+    or has not taken a step yet."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under loss scaling
+    if not getattr(optimizer, "use_ema", False) or not getattr(optimizer, "_built", False):
+        return None
+    saved = [v.numpy() for v in variables]
+    optimizer.finalize_variable_values(variables)
+    return saved
+
+
+def restore(variables: list, saved: list | None) -> None:
+    """Puts back what :func:`swap_average` replaced (nothing when it returned None)."""
+    if saved is not None:
+        for variable, value in zip(variables, saved, strict=True):
+            variable.assign(value)
 
 
 class SchedulePlanner(tf.keras.callbacks.Callback):

@@ -42,6 +42,7 @@ import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import config as config_lib
 from bst.baselines import all_baselines
 from bst.callbacks import (
+    AverageWeights,
     BackupLogger,
     PlannedEarlyStopping,
     Progress,
@@ -187,10 +188,13 @@ def train(
         restore_best_weights=True,
     )
     budget = TimeBudget(cfg.train.max_minutes)
+    average = AverageWeights()  # validate the moving average of the weights (train.ema)
     callbacks = [
         Progress(steps),
+        average,
         ranking,
         early_stopping,
+        average.restore,
         tf.keras.callbacks.BackupAndRestore(str(backup)),
         BackupLogger(),
         SchedulePlanner(trainer.planned_steps, steps, cfg.train.epochs, cfg.train.max_minutes),

@@ -23,6 +23,34 @@ def test_optimizer_follows_the_config():
     assert decayed.weight_decay == pytest.approx(0.01)
     default = optim.make_optimizer(config.ml1m(), 100)
     assert type(default).__name__ == "AdamW" and default.weight_decay == pytest.approx(0.1)
+    assert not default.use_ema
+    averaged = optim.make_optimizer(config.replace(config.ml1m(), {"train.ema": 0.99}), 100)
+    assert isinstance(averaged, tf.keras.optimizers.AdamW) and averaged.use_ema
+    assert averaged.get_config()["ema_momentum"] == pytest.approx(0.99)
+    plain_averaged = optim.make_optimizer(
+        config.replace(config.tiny(), {"train.weight_decay": 0, "train.ema": 0.5}), 100
+    )
+    assert type(plain_averaged).__name__ == "AdamAverage" and plain_averaged.use_ema
+
+
+def test_the_moving_average_warms_up_then_keeps_its_momentum():
+    """After step t the average moves by min(ema, (1 + t) / (10 + t)); swap_average writes
+    it into the weights and restore puts the trained weights back."""
+    cfg = config.replace(config.tiny(), {"train.weight_decay": 0, "train.ema": 0.6})
+    opt = optim.make_optimizer(cfg, 1000)
+    var = tf.Variable([1.0, -2.0])
+    assert optim.swap_average(opt, [var]) is None  # no step yet: nothing to swap
+    expected = var.numpy().copy()
+    for t in range(8):
+        opt.apply_gradients([(tf.constant([0.5, -1.0]) * (t + 1), var)])
+        momentum = min(0.6, (1 + t) / (10 + t))
+        expected = momentum * expected + (1 - momentum) * var.numpy()
+    trained = var.numpy().copy()
+    assert not np.allclose(trained, expected)
+    saved = optim.swap_average(opt, [var])
+    np.testing.assert_allclose(var.numpy(), expected, rtol=1e-5)
+    optim.restore([var], saved)
+    np.testing.assert_array_equal(var.numpy(), trained)
 
 
 def test_warm_up_is_a_fraction_of_the_planned_steps_then_cosine_to_the_floor():

@@ -53,6 +53,21 @@ def test_outputs(tiny_run):
     assert (run_dir / "saved" / "1" / "saved_model.pb").is_file()
 
 
+def test_with_a_moving_average_the_saved_weights_are_the_best_validated_ones(tmp_path):
+    """train.ema: validation ranks the average; what is saved and tested is the best
+    epoch's average, scoring on validation what that epoch's line said."""
+    cfg = config.replace(
+        config.tiny(), {"train.ema": 0.9, "train.epochs": 4, "train.patience": 100}
+    )
+    result = train_cli.train(cfg, tmp_path / "run")
+    cfg, model, prepared = load_run(tmp_path / "run")
+    again = rank_metrics(model, cfg, "validation", load_eval_data(prepared, "validation"))
+    best = result["validation"]
+    assert again["ndcg@10"] == pytest.approx(best["best_ndcg@10"], abs=1e-6)
+    row = result["history"][best["best_epoch"] - 1]
+    assert row["val_ndcg@10"] == pytest.approx(again["ndcg@10"], abs=1e-6)
+
+
 def test_beats_popularity_on_planted_structure(tiny_run):
     """The synthetic users mostly walk a ring of movies: order carries the answer, so even
     the 3-epoch tiny model must leave popularity far behind on the test split."""
