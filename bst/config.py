@@ -140,7 +140,9 @@ class TrainConfig:
             horizon is about ``1 / (1 - ema)`` steps; over the first steps the momentum is
             ``(1 + t) / (10 + t)`` when that is smaller, so the average forgets the
             initial weights); validation, early stopping and the saved, evaluated and
-            exported weights are the average's. 0 = off.
+            exported weights are the average's. 0 = off, the default: at 0.999 the best
+            validation NDCG@10 on ML-1M was the same (0.1985 against 0.1983, each mark
+            reached sooner), on a 10 % user subsample lower (0.1144 against 0.1200).
         weight_decay: AdamW weight decay (decoupled, every weight); 0 = Adam. The default
             0.1 was chosen on validation NDCG@10: on ML-1M 0.1965 against 0.1934 with 0 (30
             minutes each), on a 10 % subsample 0.1216 against 0.1121 (batch 128).
