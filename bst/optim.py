@@ -111,7 +111,8 @@ def make_schedule(cfg: Config, total: tf.Variable | int) -> WarmupDecay:
 def make_optimizer(
     cfg: Config, total: tf.Variable | int | None = None
 ) -> tf.keras.optimizers.Optimizer:
-    """Adam with the schedule (AdamW when ``train.weight_decay`` > 0). ``total`` is the
+    """Adam with the schedule (AdamW when ``train.weight_decay`` > 0; keeping a moving
+    average of the weights, :class:`WarmAverage`, when ``train.ema`` > 0). ``total`` is the
     planned number of steps (default: ``epochs x steps_per_epoch`` or 1000)."""
     if total is None:
         total = cfg.train.epochs * (cfg.train.steps_per_epoch or 1000)
