@@ -58,6 +58,33 @@ def _parser(prog: str, doc: str) -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- parsers
 
+FORMAT_HELP = (
+    "input format (default: detected from the files in --data-dir): ml1m, ml-10m, ml-100k, "
+    "ml-csv (ML-20M/25M/32M/latest; their names work too), sasrec, interactions"
+)
+DATASET_HELP = (
+    "a GroupLens release to use, downloaded (checksum verified) into --data-dir when it is "
+    "not there"
+)
+
+
+def add_data_source_flags(parser: argparse.ArgumentParser) -> None:
+    """``--format`` and ``--dataset``, the same in bst.train and pipelines.prepare."""
+    parser.add_argument(
+        "--format",
+        choices=config_lib.FORMAT_NAMES,
+        default=None,
+        metavar="FORMAT",
+        help=FORMAT_HELP,
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=config_lib.DATASET_NAMES,
+        default=None,
+        metavar="NAME",
+        help=f"{DATASET_HELP}: {', '.join(config_lib.DATASET_NAMES)}",
+    )
+
 
 def train_parser() -> argparse.ArgumentParser:
     parser = _parser("bst.train", "Train BST, evaluate it on the test split, export it.")
@@ -73,7 +100,7 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir", default=None, help="raw data folder (default $BST_DATA_DIR or ~/.cache/bst)"
     )
-    parser.add_argument("--format", choices=("ml1m", "sasrec"), default=None)
+    add_data_source_flags(parser)
     parser.add_argument(
         "--catalog",
         action="append",
@@ -190,7 +217,12 @@ def _check_train(args: argparse.Namespace) -> None:
     cfg = config_lib.preset(args.preset)
     updates = config_lib.parse_overrides(args.overrides)
     cfg = config_lib.replace(cfg, updates)
-    for flag, value in (("--data-dir", args.data_dir), ("--format", args.format)):
+    source_flags = (
+        ("--data-dir", args.data_dir),
+        ("--format", args.format),
+        ("--dataset", args.dataset),
+    )
+    for flag, value in source_flags:
         if value and cfg.data.synthetic:
             raise UsageError(
                 f"{flag} {value}: the {args.preset} preset trains on synthetic data "
@@ -208,6 +240,8 @@ def _check_train(args: argparse.Namespace) -> None:
         updates["data.data_dir"] = args.data_dir
     if args.format:
         updates["data.format"] = args.format
+    if args.dataset:
+        updates["data.dataset"] = args.dataset
     for catalog in args.catalog:
         if not Path(catalog).is_file():
             raise UsageError(f"--catalog {catalog}: file not found")

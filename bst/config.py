@@ -20,6 +20,16 @@ from bst.errors import UsageError
 DEFAULT_CACHE = Path("~/.cache/bst")
 
 
+# The names of bst.data.formats' tables (checked equal there), for validation here.
+FORMAT_NAMES = (
+    "auto", "ml1m", "ml-10m", "ml-100k", "ml-csv", "sasrec", "interactions",
+    "ml-1m", "ml-20m", "ml-25m", "ml-32m", "ml-latest", "ml-latest-small",
+)  # fmt: skip
+DATASET_NAMES = (
+    "ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-32m", "ml-latest", "ml-latest-small",
+)  # fmt: skip
+
+
 def default_data_dir() -> Path:
     """Where raw data lives: ``$BST_DATA_DIR`` or ``~/.cache/bst``."""
     return Path(os.environ.get("BST_DATA_DIR") or DEFAULT_CACHE).expanduser()
@@ -30,9 +40,22 @@ class DataConfig:
     """Where the data comes from and how it is prepared.
 
     Attributes:
-        data_dir: folder with the raw files (``ratings.dat``... or ``ml-1m.txt``);
-            empty means ``$BST_DATA_DIR`` or ``~/.cache/bst`` (downloading ML-1M there).
-        format: ``ml1m`` (the GroupLens ``::`` files) or ``sasrec`` (``user item`` lines).
+        data_dir: folder with the raw files (any format below, or a GroupLens release's
+            folder inside it); empty means ``$BST_DATA_DIR`` or ``~/.cache/bst``
+            (downloading ``dataset``, ML-1M by default, there).
+        format: ``auto`` (detected from the files), ``ml1m``, ``ml-10m``, ``ml-100k``,
+            ``ml-csv`` (ML-20M/25M/32M/latest/latest-small; those names work too),
+            ``sasrec`` (``user item`` lines) or ``interactions`` (a generic table;
+            :mod:`bst.data.formats` lists what each reads).
+        dataset: a GroupLens release to use, downloading it into ``data_dir`` when it is
+            not there: ``ml-100k``, ``ml-1m``, ``ml-10m``, ``ml-20m``, ``ml-25m``,
+            ``ml-32m``, ``ml-latest``, ``ml-latest-small``; empty = what ``data_dir`` holds.
+        user_column, item_column, time_column, rating_column: column names of a generic
+            ``interactions`` table (``users``/``items`` tables name their id columns the
+            same); ``rating_column=''`` reads no ratings.
+        title_column, genres_column, year_column: the ``items`` table's columns.
+        time_unit: the generic table's integer times: ``auto`` (milliseconds when a
+            value is past 2100 in seconds), ``s`` or ``ms``.
         side_data_dir: for ``sasrec``: a folder with ``movies.dat``/``users.dat`` to join
             side features through the id-mapping files; empty = none.
         prepared_dir: where ``pipelines.prepare`` writes its outputs; empty means
@@ -60,7 +83,16 @@ class DataConfig:
     """
 
     data_dir: str = ""
-    format: str = "ml1m"
+    format: str = "auto"
+    dataset: str = ""
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    time_column: str = "timestamp"
+    rating_column: str = "rating"
+    title_column: str = "title"
+    genres_column: str = "genres"
+    year_column: str = "year"
+    time_unit: str = "auto"
     side_data_dir: str = ""
     prepared_dir: str = ""
     synthetic: bool = False
@@ -327,7 +359,9 @@ def load(path: str | Path) -> Config:
 # Allowed values of the choice fields, and (low, high, low_open, high_open) ranges of the
 # numeric ones: a bad value is one line naming the key, what is allowed and what it got.
 CHOICES = {
-    "data.format": ("ml1m", "sasrec"),
+    "data.format": FORMAT_NAMES,
+    "data.dataset": ("", *DATASET_NAMES),
+    "data.time_unit": ("auto", "s", "ms"),
     "model.loss": ("softmax", "sampled"),
     "train.schedule": ("cosine", "linear", "constant"),
     "train.jit_compile": ("auto", "true", "false"),
@@ -407,7 +441,7 @@ def validate(cfg: Config) -> Config:
             f"data.data_dir={cfg.data.data_dir!r} is set but data.synthetic=true generates "
             "the data: add --set data.synthetic=false to train on that folder, or drop it"
         )
-    if cfg.data.synthetic and cfg.data.format != "ml1m":
+    if cfg.data.synthetic and cfg.data.format not in ("auto", "ml1m", "ml-1m"):
         raise UsageError(
             f"data.format={cfg.data.format!r} with data.synthetic=true: synthetic data is in "
             "ML-1M format; add --set data.synthetic=false to read a sasrec file"
@@ -422,7 +456,12 @@ def validate(cfg: Config) -> Config:
             f"data.cold_fraction={cfg.data.cold_fraction:g} holds out movies that have an "
             "overview: give --catalog (or data.enriched) too"
         )
-    if cfg.data.side_data_dir and cfg.data.format != "sasrec":
+    if cfg.data.synthetic and cfg.data.dataset:
+        raise UsageError(
+            f"data.dataset={cfg.data.dataset!r} with data.synthetic=true: add --set "
+            "data.synthetic=false to use the release"
+        )
+    if cfg.data.side_data_dir and cfg.data.format not in ("auto", "sasrec"):
         raise UsageError(
             "data.side_data_dir is only used with data.format=sasrec "
             "(ML-1M files carry their own users.dat and movies.dat)"

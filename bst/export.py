@@ -57,6 +57,7 @@ from bst.model import load_run, weights_digest
 from bst.new_movies import NewMovies, read_new_movies
 from bst.tempdirs import clean_stale, make_temp_dir, remove_temp_dir
 from bst.versions import ORIGIN_FILE, describe_origin, newest_version, next_version, read_origin
+from bst.vocab import lookup_tokens
 
 import tensorflow as tf  # isort: skip
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2  # isort: skip
@@ -69,7 +70,7 @@ PROFILE_INPUTS = F.PROFILE_FEATURES
 
 def _lookup(tokens: Sequence[str], name: str) -> tf.keras.layers.StringLookup:
     return tf.keras.layers.StringLookup(
-        vocabulary=list(tokens), mask_token="", num_oov_indices=1, name=f"{name}_lookup"
+        vocabulary=lookup_tokens(tokens), mask_token="", num_oov_indices=1, name=f"{name}_lookup"
     )
 
 

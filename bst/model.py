@@ -66,6 +66,7 @@ class Tables:
     text_table: np.ndarray | None = None  # (num_items, T)
     text_vocab_size: int | None = None
     num_trained_items: int | None = None  # indices from here on: content-only (cold start)
+    rating_levels: int = F.NUM_RATINGS  # Prepared.rating_levels
 
     @classmethod
     def from_prepared(cls, prepared: Prepared, text: bool = True) -> Tables:
@@ -82,6 +83,7 @@ class Tables:
             text_table=text_table,
             text_vocab_size=text_vocab,
             num_trained_items=prepared.num_trained_items,
+            rating_levels=prepared.rating_levels,
         )
 
 
@@ -158,7 +160,8 @@ class Encoder:
             name="item_embedding",
         )
         self.event_features = {}  # name -> (dropout, embedding, add)
-        for name, size in ((F.TIME_GAP, F.TIME_GAP_VOCAB), (F.RATING, F.RATING_VOCAB)):
+        rating_vocab = F.NUM_RESERVED + tables.rating_levels
+        for name, size in ((F.TIME_GAP, F.TIME_GAP_VOCAB), (F.RATING, rating_vocab)):
             self.event_features[name] = (
                 FeatureDropout(
                     m.feature_dropout, mode="example", seed=seed, name=f"{name}_dropout"

@@ -35,14 +35,16 @@ from bst.data import records
 from bst.data.prepared import Prepared
 from bst.data.split import TRAIN
 from bst.errors import UsageError
+from bst.vocab import lookup_tokens
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 def make_lookup(prepared: Prepared, name: str) -> tf.keras.layers.StringLookup:
     """StringLookup over a saved vocabulary: "" → 0 (PAD), unknown → 1 (OOV), tokens → 2.."""
+    empty = not prepared.vocabs[name]  # a feature the data lacks (bst.vocab.lookup_tokens)
     return tf.keras.layers.StringLookup(
-        vocabulary=prepared.vocab_path(name),
+        vocabulary=lookup_tokens([]) if empty else prepared.vocab_path(name),
         mask_token="",
         num_oov_indices=1,
         name=f"{name}_lookup",
@@ -76,9 +78,11 @@ def _gap_bucket(ts: tf.Tensor, prev: tf.Tensor) -> tf.Tensor:
     return tf.where(known, bucket, F.UNKNOWN)
 
 
-def rating_indices(ratings: tf.Tensor) -> tf.Tensor:
+def rating_indices(ratings: tf.Tensor, levels: int = F.NUM_RATINGS) -> tf.Tensor:
+    """Rating levels ``1..levels`` (as the prepared folder stores them) → embedding
+    indices; 0 and anything else → UNKNOWN."""
     r = tf.cast(ratings, tf.int32)
-    return tf.where((r >= 1) & (r <= F.NUM_RATINGS), F.NUM_RESERVED + r - 1, F.UNKNOWN)
+    return tf.where((r >= 1) & (r <= levels), F.NUM_RESERVED + r - 1, F.UNKNOWN)
 
 
 def _left_pad(x: tf.Tensor, length: int) -> tf.Tensor:
@@ -101,6 +105,7 @@ class Featurizer:
         if max_len < 1:
             raise ValueError(f"`max_len` must be positive. Received: max_len={max_len}")
         self.max_len = max_len
+        self.rating_levels = prepared.rating_levels
         self.lookups = {
             name: make_lookup(prepared, name)
             for name in (F.MOVIE_ID, F.GENDER, F.AGE, F.OCCUPATION, F.ZIP)
@@ -132,7 +137,7 @@ class Featurizer:
         """One user's training history → windows with a target at every position."""
         items = self.items(ex[F.MOVIE_ID])
         gaps = gap_buckets(ex[F.TIMESTAMP])
-        ratings = rating_indices(ex[F.RATING])
+        ratings = rating_indices(ex[F.RATING], self.rating_levels)
         profile = self.profile(ex)
         n_inputs = tf.shape(items)[0] - 1  # the last event is only a target
         length = self.max_len
@@ -165,14 +170,15 @@ class Featurizer:
             F.YEAR: tf.gather(self.item_year, items),  # (B, L)
             F.TIME_GAP: _left_pad_rows(ragged_gap_buckets(ex[F.TIMESTAMP]), self.max_len),
             F.RATING: _left_pad_rows(
-                tf.ragged.map_flat_values(rating_indices, ex[F.RATING]), self.max_len
+                tf.ragged.map_flat_values(rating_indices, ex[F.RATING], self.rating_levels),
+                self.max_len,
             ),
             F.USER_ID: ex[F.USER_ID],
             **self.profile(ex),
         }
         labels = {  # one held-out event per record
             F.NEXT_MOVIE: self.items(ex[F.TARGET_MOVIE_ID].flat_values),  # (B,)
-            F.NEXT_RATING: rating_indices(ex[F.TARGET_RATING].flat_values),  # (B,)
+            F.NEXT_RATING: rating_indices(ex[F.TARGET_RATING].flat_values, self.rating_levels),
         }
         return feats, labels
 

@@ -121,7 +121,7 @@ class InProcess:
             feats = self.featurizer.sequence(
                 items,
                 gap_buckets(tf.constant(events.timestamps)),
-                rating_indices(tf.constant(events.ratings)),
+                rating_indices(tf.constant(events.ratings), self.featurizer.rating_levels),
             )
             feats.update(self.profile_features(profile))
         inputs = {k: v[tf.newaxis] for k, v in model_inputs(feats).items()}  # batch of 1
@@ -391,13 +391,15 @@ def recommend(
     counts = Popularity().fit(prepared).popularity
     shown = []
     start = max(len(events.movie_ids) - history, 0)
+    scale = prepared.manifest.get("rating_scale") or list(range(1, F.NUM_RATINGS + 1))
     for movie_id, ts, rating in zip(
         events.movie_ids[start:], events.timestamps[start:], events.ratings[start:], strict=True
     ):
         shown.append(
             {
                 **catalog.describe(movie_id),
-                "rating": int(rating) if rating > 0 else None,
+                "rating": _number(scale[rating - 1]) if 0 < rating <= len(scale) else None,
+                "rating_max": _number(scale[-1]),
                 "timestamp": int(ts) if ts >= 0 else None,
             }
         )
@@ -434,6 +436,11 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
     return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
 
 
+def _number(value: float) -> int | float:
+    """A rating as the data wrote it: 4, not 4.0; 3.5 stays."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def _movie_cells(movie: dict) -> list[str]:
     return [
         _fit(movie["title"], TITLE_WIDTH),
@@ -461,7 +468,7 @@ def format_result(result: dict, width: int | None = None) -> str:
             if movie["timestamp"] is not None
             else ""
         )
-        rating = "" if movie["rating"] is None else f"{movie['rating']}/5"
+        rating = "" if movie["rating"] is None else f"{movie['rating']:g}/{movie['rating_max']:g}"
         history_rows.append([str(i), date, *_movie_cells(movie), rating])
     header = ["#", "date", "title", "year", "genres", "rating"]
     if result["user"] is None:  # a movie list: no dates, no ratings

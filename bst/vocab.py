@@ -18,6 +18,15 @@ import pandas as pd
 from bst import features as F
 
 UNKNOWN_TOKEN = "?"  # never in a vocabulary, so it maps to OOV = UNKNOWN
+# A lookup needs one token: an empty vocabulary (a feature the data lacks, such as the
+# profile of a dataset without users) is looked up through this one, which no value can
+# equal (tokens have no newline), so every value still maps to PAD or OOV.
+NEVER_TOKEN = "\n"
+
+
+def lookup_tokens(tokens: list[str]) -> list[str]:
+    """``tokens`` as a ``StringLookup`` vocabulary: ``[NEVER_TOKEN]`` when empty."""
+    return list(tokens) or [NEVER_TOKEN]
 
 
 def _by_frequency(values: Iterable[str]) -> list[str]:

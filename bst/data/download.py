@@ -1,6 +1,9 @@
-"""Get MovieLens-1M onto disk: a local folder, a local zip, or a checked download.
+"""Get a MovieLens release onto disk: a local folder, a local zip, or a checked download.
 
-Resolution order for :func:`ensure_movielens` with ``folder``:
+:func:`ensure_dataset` does it for any release of :data:`bst.data.formats.DATASETS`
+(the zip's published md5, pinned in that table or, for the releases GroupLens
+updates, read from the ``.md5`` file published beside the zip). Resolution order for
+:func:`ensure_movielens` (ML-1M) with ``folder``:
 
 1. ``folder`` (or ``folder/ml-1m``) already holds ``ratings.dat``, ``users.dat``
    and ``movies.dat`` → use them as they are.
@@ -100,7 +103,7 @@ def safe_extract(
     return written
 
 
-def download(url: str, dest: str | Path, expected_md5: str | None = None) -> Path:
+def download(url: str, dest: str | Path, expected_md5: str | None = None, what: str = "") -> Path:
     """Download ``url`` to ``dest`` (atomically, with a progress bar), verifying the md5."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -111,10 +114,11 @@ def download(url: str, dest: str | Path, expected_md5: str | None = None) -> Pat
             try:
                 response = urllib.request.urlopen(url, timeout=30)
             except (urllib.error.URLError, OSError) as err:
+                what = what or "ml-1m.zip, or its extracted ratings.dat, users.dat and movies.dat,"
                 raise DataError(
                     f"cannot download {url} ({getattr(err, 'reason', err)}). If this machine is "
-                    f"offline, put ml-1m.zip, or its extracted ratings.dat, users.dat and "
-                    f"movies.dat, in {dest.parent} (or point --data-dir / BST_DATA_DIR at them)",
+                    f"offline, put {what} in {dest.parent} (or point --data-dir / BST_DATA_DIR "
+                    "at them)",
                     dest.parent,
                 ) from None
             with response:
@@ -156,3 +160,57 @@ def ensure_movielens(folder: str | Path, url: str = ML1M_URL, md5: str = ML1M_MD
         remove_temp_dir(tmp)
     log.info("extracted %s into %s", archive.name, final)
     return find_movielens_files(final)
+
+
+_MD5_RE = __import__("re").compile(r"\b([0-9a-f]{32})\b")
+
+
+def published_md5(archive: Path, url: str) -> str:
+    """The md5 GroupLens publishes beside a zip (``<zip>.md5``, ``MD5 (x.zip) = <hex>``):
+    read from ``<archive>.md5`` when it is there, else downloaded next to the archive."""
+    sidecar = archive.with_name(archive.name + ".md5")
+    if not sidecar.is_file():
+        download(url + ".md5", sidecar, what=f"{archive.name} and {sidecar.name}")
+    match = _MD5_RE.search(sidecar.read_text(encoding="ascii", errors="replace").lower())
+    if match is None:
+        raise DataError("expected a line like 'MD5 (file.zip) = <32 hex digits>'", sidecar)
+    return match.group(1)
+
+
+def ensure_dataset(folder: str | Path, dataset, present) -> Path:
+    """The folder holding ``dataset``'s files (``folder/<dataset.folder>``), downloading
+    and extracting its zip into ``folder`` if needed.
+
+    ``dataset``: a :class:`bst.data.formats.Dataset`; ``present(path)``: whether ``path``
+    holds its files. The zip is checked against its md5 before anything is extracted,
+    and only the release's own folder is replaced.
+    """
+    folder = Path(folder).expanduser()
+    target = folder / dataset.folder
+    if present(target):
+        return target
+    archive = folder / f"{dataset.name}.zip"
+    what = f"{archive.name} (or its extracted folder {dataset.folder}/)"
+    if not archive.is_file():
+        md5 = dataset.md5 or published_md5(archive, dataset.url)
+        log.info("downloading %s into %s", dataset.url, folder)
+        download(dataset.url, archive, md5, what=what)
+    else:
+        log.info("verifying %s", archive)
+        verify_md5(archive, dataset.md5 or published_md5(archive, dataset.url))
+    clean_stale(folder, ".extract-")
+    tmp = make_temp_dir(folder, ".extract-")
+    try:
+        safe_extract(archive, tmp, max_bytes=dataset.max_unpacked_bytes)
+        extracted = tmp / dataset.folder
+        if not present(extracted):
+            raise DataError(
+                f"the zip holds no {dataset.folder}/ folder with the release's files", archive
+            )
+        target.mkdir(parents=True, exist_ok=True)
+        for item in extracted.iterdir():  # only the release's own files are replaced
+            item.replace(target / item.name)
+    finally:
+        remove_temp_dir(tmp)
+    log.info("extracted %s into %s", archive.name, target)
+    return target

@@ -27,9 +27,11 @@ SEP = "::"
 _INTERNAL_SEP = "\x1f"  # unit separator: never in MovieLens text, safe for the C parser
 _YEAR_RE = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$")
 
+NO_GENRES = "(no genres listed)"  # ML-10M and the CSV releases: a movie without genres
 RATINGS_COLUMNS = ("user_id", "movie_id", "rating", "timestamp")
 USERS_COLUMNS = ("user_id", "gender", "age", "occupation", "zip")
 MOVIES_COLUMNS = ("movie_id", "raw_title", "genres")
+ML1M_FILES = ("ratings.dat", "users.dat", "movies.dat")
 
 _EXAMPLES = {
     "ratings.dat": "UserID::MovieID::Rating::Timestamp",
@@ -288,7 +290,7 @@ def read_movies(path: str | Path, encoding: str = "auto") -> pd.DataFrame:
             "movie_id": ids,
             "title": [p[0] for p in parsed],
             "year": pd.array([p[1] for p in parsed], dtype="Int64"),
-            "genres": [[g for g in s.split("|") if g] for s in frame["genres"]],
+            "genres": [[g for g in s.split("|") if g and g != NO_GENRES] for s in frame["genres"]],
             "raw_title": frame["raw_title"],
         }
     )
@@ -298,12 +300,20 @@ def read_movies(path: str | Path, encoding: str = "auto") -> pd.DataFrame:
 
 @dataclass
 class MovieLens:
-    """The three ML-1M tables after validation, plus what the readers reported."""
+    """The tables every reader produces, after validation, plus what the readers reported.
+
+    ``ratings``: user_id, movie_id, rating (0 = unknown), timestamp (Unix seconds, -1 =
+    unknown) and optionally ``order_key`` (a finer time for ordering ties of one second);
+    ``users``: user_id, gender, age, occupation, zip ("" = unknown); ``movies``:
+    movie_id, title, year (Int64), genres (list), raw_title. ``provides``: facts a reader
+    knows beyond the tables (such as how it read the times), for the manifest.
+    """
 
     ratings: pd.DataFrame
     users: pd.DataFrame
     movies: pd.DataFrame
     report: ReadReport
+    provides: dict = field(default_factory=dict)
 
 
 def reconcile(
@@ -312,6 +322,7 @@ def reconcile(
     movies: pd.DataFrame | None,
     report: ReadReport,
     source: str = "ratings.dat",
+    tables: tuple[str, str] = ("users.dat", "movies.dat"),
 ) -> pd.DataFrame:
     """Count duplicates and drop (with a count and a warning) ratings of unknown users/movies."""
     report.ratings_read = len(ratings)
@@ -334,8 +345,8 @@ def reconcile(
         report.unknown_movie_ratings = int((unknown & keep).sum())
         keep &= ~unknown
     for count, what in (
-        (report.unknown_user_ratings, "users missing from users.dat"),
-        (report.unknown_movie_ratings, "movies missing from movies.dat"),
+        (report.unknown_user_ratings, f"users missing from {tables[0]}"),
+        (report.unknown_movie_ratings, f"movies missing from {tables[1]}"),
     ):
         if count:
             note = f"{source}: dropped {count} ratings of {what}"
@@ -405,4 +416,81 @@ def load_movielens(folder: str | Path) -> MovieLens:
         report.movies,
         ratings["movie_id"].nunique(),
     )
+    return MovieLens(ratings=ratings, users=users, movies=movies, report=report)
+
+
+def id_only_movies(ids: np.ndarray) -> pd.DataFrame:
+    """A movie table for data without one: each id is its own title; no year, no genres."""
+    ids = pd.unique(np.asarray(ids))
+    return pd.DataFrame(
+        {
+            "movie_id": ids,
+            "title": [str(i) for i in ids],
+            "year": pd.array([None] * len(ids), dtype="Int64"),
+            "genres": [[] for _ in ids],
+            "raw_title": [str(i) for i in ids],
+        }
+    )
+
+
+def id_only_users(ids: np.ndarray) -> pd.DataFrame:
+    """A user table for data without one: no profile (gender "" = unknown profile)."""
+    ids = pd.unique(np.asarray(ids))
+    return pd.DataFrame({"user_id": ids, "gender": "", "age": "", "occupation": "", "zip": ""})
+
+
+HALF_STARS = np.arange(1, 11) / 2  # 0.5, 1.0, ..., 5.0
+
+
+def check_half_stars(ratings: np.ndarray, path: Path) -> None:
+    """Ratings of the half-star releases (ML-10M and later): 0.5 to 5.0 in steps of 0.5."""
+    bad = np.flatnonzero(~np.isin(ratings, HALF_STARS))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"expected a rating from 0.5 to 5 in half stars, got {ratings[i]:g}", path, i + 1
+        )
+
+
+def read_half_star_ratings(path: str | Path) -> pd.DataFrame:
+    """ML-10M's ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``, ratings in half stars)."""
+    path = Path(path)
+    frame = read_fields(path, RATINGS_COLUMNS, "ascii")
+    stars = pd.to_numeric(frame["rating"].str.strip(), errors="coerce").to_numpy(np.float64)
+    bad = np.flatnonzero(~np.isfinite(stars))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"expected a rating such as 4 or 3.5, got {frame['rating'].iloc[i]!r}", path, i + 1
+        )
+    out = pd.DataFrame(
+        {
+            "user_id": to_int(frame, "user_id", path, "UserID"),
+            "movie_id": to_int(frame, "movie_id", path, "MovieID"),
+            "rating": stars,
+            "timestamp": to_int(frame, "timestamp", path, "Timestamp"),
+        }
+    )
+    check_ids_and_times(out, path)
+    check_half_stars(out["rating"].to_numpy(), path)
+    log.info("%s: %d ratings", path.name, len(out))
+    return out
+
+
+ML10M_FILES = ("ratings.dat", "movies.dat")
+
+
+def load_ml10m(folder: str | Path) -> MovieLens:
+    """ML-10M: ``ratings.dat`` (half stars) and ``movies.dat``; it has no users file, so
+    no profile. ``tags.dat`` is not used (logged)."""
+    folder = Path(folder)
+    movies = read_movies(folder / "movies.dat")
+    ratings = read_half_star_ratings(folder / "ratings.dat")
+    users = id_only_users(np.unique(ratings["user_id"].to_numpy()))
+    report = ReadReport(users=len(users), movies=len(movies))
+    report.movies_without_year = int(movies["year"].isna().sum())
+    if (folder / "tags.dat").is_file():
+        report.notes.append("tags.dat: not used (bst models ratings, not tags)")
+        log.info(report.notes[-1])
+    ratings = reconcile(ratings, None, movies, report)
     return MovieLens(ratings=ratings, users=users, movies=movies, report=report)

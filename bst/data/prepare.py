@@ -26,9 +26,9 @@ import pandas as pd
 from bst import config as config_lib
 from bst import features as F
 from bst.config import Config
-from bst.data import records
-from bst.data.download import ensure_movielens
-from bst.data.movielens import MovieLens, load_movielens
+from bst.data import formats, records
+from bst.data.interactions import Columns
+from bst.data.movielens import HALF_STARS, MovieLens
 from bst.data.prepared import (
     MANIFEST,
     MANIFEST_VERSION,
@@ -42,9 +42,9 @@ from bst.data.prepared import (
     sequence_header,
     sequence_row,
 )
-from bst.data.sasrec import ITEM_MAP, SASREC_FILE, USER_MAP, load_sasrec
 from bst.data.split import SPLITS, TEST, TRAIN, VALIDATION, split_by_time
 from bst.data.synthetic import generate
+from bst.data.tabular import MAX_RATING_LEVELS
 from bst.errors import DataError, UsageError, writable_dir
 from bst.metadata.report import enrich
 from bst.tempdirs import clean_stale, make_temp_dir, remove_temp_dir
@@ -53,9 +53,7 @@ from bst.vocab import build_vocabularies, write_vocabularies
 
 log = logging.getLogger("bst.prepare")
 
-FORMATS = ("ml1m", "sasrec")
-
-__all__ = ["FORMATS", "ensure_prepared", "is_prepared", "prepare", "sha256"]
+__all__ = ["ensure_prepared", "is_prepared", "prepare", "sha256"]
 
 
 def sha256(path: Path) -> str:
@@ -67,29 +65,73 @@ def sha256(path: Path) -> str:
 
 
 def load_source(
-    fmt: str, data_dir: str | Path, side_data_dir: str | Path | None = None
-) -> tuple[MovieLens, dict[str, Path]]:
-    """Read the raw files; returns the tables and the input files (for checksums)."""
-    if fmt == "ml1m":
-        folder = ensure_movielens(data_dir)
-        return load_movielens(folder), {
-            n: folder / n for n in ("ratings.dat", "users.dat", "movies.dat")
-        }
-    if fmt == "sasrec":
-        folder = Path(data_dir)
-        inputs = {
-            n: folder / n for n in (SASREC_FILE, ITEM_MAP, USER_MAP) if (folder / n).is_file()
-        }
-        if side_data_dir:
-            inputs.update({n: Path(side_data_dir) / n for n in ("users.dat", "movies.dat")})
-        return load_sasrec(folder, side_data_dir or None), inputs
-    raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    fmt: str,
+    data_dir: str | Path,
+    side_data_dir: str | Path | None = None,
+    dataset: str = "",
+    columns: Columns | None = None,
+) -> tuple[MovieLens, dict[str, Path], str]:
+    """Read the raw files (:func:`bst.data.formats.resolve` finds them, downloading a
+    release when asked); returns the tables, the input files (for checksums) and the
+    format's name."""
+    found, folder = formats.resolve(data_dir, fmt, dataset)
+    if side_data_dir and found.name != "sasrec":
+        raise UsageError(f"data.side_data_dir is only read with format sasrec, not {found.name}")
+    options = formats.Options(str(side_data_dir or ""), columns or Columns())
+    ml, inputs = found.load(folder, options)
+    return ml, inputs, found.name
 
 
-def _profiles(users: pd.DataFrame) -> dict[int, tuple[str, str, str, str]]:
+def _profiles(users: pd.DataFrame) -> dict[str, tuple[str, str, str, str]]:
     """user_id → (gender, age, occupation, zip prefix) tokens (:func:`records.profile_tokens`)."""
     rows = records.profile_token_rows({c: users[c].tolist() for c in records.PROFILE_INPUT_COLUMNS})
-    return dict(zip(users["user_id"].astype(int).tolist(), rows, strict=True))
+    return dict(zip(users["user_id"].astype(str).tolist(), rows, strict=True))
+
+
+def rating_levels(ratings: pd.Series) -> tuple[np.ndarray, list[float]]:
+    """Ratings → int64 levels ``1..n`` (0 = unknown) and the scale (level ``k`` is
+    ``scale[k - 1]``): what the TFRecords and ``sequences.tsv`` hold.
+
+    Unknown is 0 in an integer column (the SASRec file) and NaN in a float one. Whole
+    stars 1-5 are their own level (ML-1M's files are unchanged); half stars 0.5-5.0
+    are levels 1-10; any other scale is its distinct values in order, at most
+    :data:`bst.data.tabular.MAX_RATING_LEVELS` of them.
+    """
+    values = ratings.to_numpy()
+    known = ~pd.isna(values) & ((values != 0) if values.dtype.kind in "iu" else True)
+    distinct = np.unique(values[known].astype(np.float64))
+    if np.isin(distinct, np.arange(1, F.NUM_RATINGS + 1)).all():
+        scale = np.arange(1, F.NUM_RATINGS + 1, dtype=np.float64)
+    elif np.isin(distinct, HALF_STARS).all():
+        scale = HALF_STARS
+    elif len(distinct) <= MAX_RATING_LEVELS:
+        scale = distinct
+    else:
+        raise DataError(
+            f"ratings take {len(distinct)} distinct values; bst embeds a rating as one of at "
+            f"most {MAX_RATING_LEVELS} levels: round them, or set data.rating_column='' to "
+            "train without ratings"
+        )
+    levels = np.zeros(len(values), dtype=np.int64)
+    levels[known] = np.searchsorted(scale, values[known].astype(np.float64)) + 1
+    return levels, [float(v) for v in scale] if known.any() else []
+
+
+def provided_features(ml: MovieLens) -> dict:
+    """What the data has, feature by feature (the manifest's ``provides``)."""
+    ratings, users, movies = ml.ratings, ml.users, ml.movies
+    profile = [
+        c for c in records.PROFILE_INPUT_COLUMNS if users[c].astype(str).str.strip().ne("").any()
+    ]
+    return {
+        "ratings": bool(ratings["rating"].fillna(0).ne(0).any()),
+        "timestamps": bool((ratings["timestamp"] >= 0).any()),
+        "titles": bool((movies["title"].astype(str) != movies["movie_id"].astype(str)).any()),
+        "genres": bool(any(len(g) for g in movies["genres"])),
+        "years": bool(movies["year"].notna().any()),
+        "profile": profile,
+        **ml.provides,
+    }
 
 
 COLD_SEED = 0  # the held-out movies depend on the data and the fraction only
@@ -107,7 +149,8 @@ def write_outputs(
     ``cold_fraction`` > 0 (needs ``enriched``): the cold-start protocol
     (:func:`hold_out_cold_movies`).
     """
-    events, split_report = split_by_time(ml.ratings)
+    levels, scale = rating_levels(ml.ratings["rating"])
+    events, split_report = split_by_time(ml.ratings.assign(rating=levels))
     table = _read_enriched(Path(enriched)) if enriched else None
     cold_info = None
     cold: list[int] = []
@@ -154,7 +197,7 @@ def write_outputs(
     seq_rows = []
     with records.ShardWriters(folder, SPLITS, num_shards) as writers:
         for n, (a, z) in enumerate(zip(starts, ends, strict=True)):
-            uid = int(users[a])
+            uid = str(users[a])
             profile = profiles[uid]
             ids, ts, rs = movie_ids[a:z].tolist(), times[a:z].tolist(), ratings[a:z].tolist()
             n_train = int((split[a:z] == TRAIN).sum())
@@ -201,7 +244,17 @@ def write_outputs(
         },
         "vocab_sizes": {name: len(tokens) for name, tokens in vocabs.items()},
         "max_sequence_length": int((ends - starts).max()) if len(starts) else 0,
+        "rating_scale": scale,
     }
+    cut = sum(len(g) > F.MAX_GENRES for g in ml.movies["genres"])
+    if cut:
+        stats["movies_with_genres_cut"] = {"movies": int(cut), "kept": F.MAX_GENRES}
+        log.warning(
+            "%d movies have more than %d genres: the first %d are used",
+            cut,
+            F.MAX_GENRES,
+            F.MAX_GENRES,
+        )
     if text_info:
         stats["text"] = text_info
     if cold_info:
@@ -285,14 +338,19 @@ def _write_text_features(table: pd.DataFrame, source: str, train: pd.DataFrame, 
 def prepare(
     data_dir: str | Path,
     out: str | Path,
-    fmt: str = "ml1m",
+    fmt: str = "auto",
     side_data_dir: str | Path | None = None,
     num_shards: int = 4,
     enriched: str | Path | None = None,
     cold_fraction: float = 0.0,
+    dataset: str = "",
+    columns: Columns | None = None,
 ) -> dict:
     """Run the whole offline preparation; returns the manifest.
 
+    ``fmt``: a name of :data:`bst.data.formats.FORMATS` (or an alias), or ``auto`` to
+    detect it; ``dataset``: a GroupLens release to use or download
+    (:data:`bst.data.formats.DATASETS`); ``columns``: the generic table's column names.
     ``cold_fraction``: hold that fraction of the rated movies with an overview out of
     training (:func:`hold_out_cold_movies`); needs ``enriched``.
     """
@@ -302,14 +360,18 @@ def prepare(
         raise UsageError(f"cold_fraction must be in [0, 0.5], got {cold_fraction!r}")
     if cold_fraction and not enriched:
         raise UsageError("cold_fraction holds out movies with an overview: give --enriched too")
-    if fmt not in FORMATS:
-        raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    fmt = formats.canonical(fmt)
     out = Path(out).absolute()
     if out.exists() and not out.is_dir():
         raise UsageError(f"output folder {out} is a file, not a folder")
     writable_dir(out.parent, "output folder's parent")  # before the (long) read
     started = time.perf_counter()
-    ml, inputs = load_source(fmt, data_dir, side_data_dir)
+    ml, inputs, fmt = load_source(fmt, data_dir, side_data_dir, dataset, columns)
+    if (enriched or cold_fraction) and fmt not in ("ml1m", "sasrec"):
+        raise UsageError(
+            f"movie overviews (--enriched, --catalog, --cold-fraction) are joined to movies.dat "
+            f"by MovieLens id: format {fmt} is not supported yet"
+        )
     prefix = f".{out.name}.tmp-"
     clean_stale(out.parent, prefix)
     tmp = make_temp_dir(out.parent, prefix)
@@ -326,9 +388,11 @@ def prepare(
                 "users_in_table": int(len(ml.users)),
             },
             "read_report": ml.report.to_dict(),
+            "provides": provided_features(ml),
             **stats,
             "config": {
                 "format": fmt,
+                "dataset": dataset,
                 "num_shards": num_shards,
                 "enriched": bool(enriched),
                 "cold_fraction": float(cold_fraction),
@@ -425,8 +489,25 @@ def ensure_prepared(cfg: Config, run_dir: Path, chief: bool = True) -> Config:
         cfg.data.num_shards,
         cfg.data.enriched or None,
         cfg.data.cold_fraction,
+        dataset=cfg.data.dataset,
+        columns=columns_of(cfg),
     )
     return cfg
+
+
+def columns_of(cfg: Config) -> Columns:
+    """The generic table's column names and time unit from ``cfg.data``."""
+    d = cfg.data
+    return Columns(
+        user=d.user_column,
+        item=d.item_column,
+        time=d.time_column,
+        rating=d.rating_column,
+        title=d.title_column,
+        genres=d.genres_column,
+        year=d.year_column,
+        time_unit=d.time_unit,
+    )
 
 
 ENRICHED_DIR = "enriched"
@@ -437,14 +518,16 @@ def join_catalogs_for_run(cfg: Config, data_dir: str | Path, run_dir: Path) -> P
     """Join ``movies.dat`` to ``cfg.data.catalogs`` (``bst.train --catalog``); returns the
     enriched table, ``<run_dir>/enriched/movies_enriched.csv``, with the join report
     (``.report.json``, ``.report.md``) beside it."""
-    if cfg.data.format == "ml1m":
-        movies = ensure_movielens(data_dir) / "movies.dat"
-    elif cfg.data.side_data_dir:
+    found, folder = formats.resolve(data_dir, cfg.data.format, cfg.data.dataset)
+    if found.name == "ml1m":
+        movies = folder / "movies.dat"
+    elif found.name == "sasrec" and cfg.data.side_data_dir:
         movies = Path(cfg.data.side_data_dir) / "movies.dat"
     else:
         raise UsageError(
-            "data.catalogs needs movie titles: with data.format=sasrec set "
-            "data.side_data_dir to a folder with movies.dat"
+            "data.catalogs needs movies.dat titles: with format sasrec set "
+            f"data.side_data_dir to a folder with movies.dat (format {found.name} is not "
+            "supported yet)"
         )
     out = run_dir / ENRICHED_DIR / ENRICHED_FILE
     result, report = enrich(movies, [Path(c) for c in cfg.data.catalogs], out)

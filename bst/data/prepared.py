@@ -234,12 +234,19 @@ class Prepared:
         held-out movies above it are content-only."""
         return self.vocab_size(F.MOVIE_ID) - self.cold_movies
 
+    @property
+    def rating_levels(self) -> int:
+        """How many rating levels the model embeds: the data's scale (manifest
+        ``rating_scale``; half stars have 10), and at least 5, so that data with fewer
+        (or none, like the SASRec file) builds ML-1M's model."""
+        return max(F.NUM_RATINGS, len(self.manifest.get("rating_scale") or []))
+
     @cached_property
     def movies(self) -> pd.DataFrame:
         return pd.read_csv(
             self.folder / MOVIES_FILE,
             sep="\t",
-            dtype={"title": str, "genres": str},
+            dtype={"movie_id": str, "title": str, "genres": str},
             keep_default_na=False,
             na_values={"year": [""]},
         ).assign(year=lambda d: d["year"].astype("Int64"))

@@ -27,11 +27,14 @@ class SplitReport:
 
 
 def order_events(ratings: pd.DataFrame) -> pd.DataFrame:
-    """Sort by (user, timestamp), ties kept in file order (stable sort)."""
+    """Sort by (user, time), ties kept in file order (stable sort).
+
+    The time is ``order_key`` when the reader gave one (a time finer than the seconds of
+    ``timestamp``, such as milliseconds), else ``timestamp``.
+    """
     ratings = ratings.reset_index(drop=True)
-    order = np.lexsort(
-        (np.arange(len(ratings)), ratings["timestamp"].to_numpy(), ratings["user_id"].to_numpy())
-    )
+    time = ratings["order_key" if "order_key" in ratings else "timestamp"].to_numpy()
+    order = np.lexsort((np.arange(len(ratings)), time, ratings["user_id"].to_numpy()))
     return ratings.iloc[order].reset_index(drop=True)
 
 
