@@ -419,10 +419,24 @@ def log_to_tensorboard(result: dict, pngs: dict[str, bytes], logdir: Path, step:
 # --- the evaluation ----------------------------------------------------------------
 
 
-def _dataset_name(cfg) -> str:
+_FORMAT_NAMES = {
+    "ml1m": "MovieLens-1M",
+    "ml-100k": "MovieLens-100K",
+    "ml-10m": "MovieLens-10M",
+    "ml-csv": "MovieLens (CSV release)",
+    "sasrec": "MovieLens-1M (SASRec benchmark file)",
+}
+
+
+def _dataset_name(cfg, prepared) -> str:
+    """What the run was prepared from, as the report names it."""
     if cfg.data.synthetic:
         return "synthetic (tiny test data)"
-    return "MovieLens-1M" + (" (SASRec benchmark file)" if cfg.data.format == "sasrec" else "")
+    made = prepared.manifest.get("config", {})
+    fmt, dataset = made.get("format", "ml1m"), made.get("dataset", "")
+    if fmt == "interactions":
+        return f"interactions table ({Path(cfg.data.data_dir).name or cfg.data.data_dir})"
+    return dataset if dataset and fmt == "ml-csv" else _FORMAT_NAMES.get(fmt, fmt)
 
 
 def cold_start(all_ranks: dict[str, np.ndarray], targets: np.ndarray, prepared) -> dict | None:
@@ -492,7 +506,7 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
     result = {
         "run_dir": str(run_dir),
         "split": split,
-        "dataset": _dataset_name(cfg),
+        "dataset": _dataset_name(cfg, prepared),
         "users": data.num_users,
         "catalog_items": data.num_items - F.NUM_RESERVED,
         "protocol": PROTOCOL,

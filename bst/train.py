@@ -40,6 +40,7 @@ from pathlib import Path
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import config as config_lib
+from bst import features as F
 from bst.baselines import all_baselines
 from bst.callbacks import (
     AverageWeights,
@@ -64,7 +65,7 @@ from bst.devices import (
     strategy_name,
     task_info,
 )
-from bst.errors import cli_errors, writable_dir
+from bst.errors import UsageError, cli_errors, writable_dir
 from bst.export import export
 from bst.metrics import (
     KS,
@@ -122,6 +123,18 @@ def resolve_batch_size(cfg: Config, prepared: Prepared) -> Config:
     return config_lib.replace(cfg, {"train.batch_size": batch})
 
 
+def _check_rating_head(cfg: Config, prepared: Prepared) -> None:
+    """``model.rating_head`` predicts whole stars 1-5: refused on data with another scale
+    or no ratings, where it would learn from nothing or from the wrong numbers."""
+    scale = prepared.manifest.get("rating_scale", list(range(1, F.NUM_RATINGS + 1)))
+    if cfg.model.rating_head and list(scale) != list(range(1, F.NUM_RATINGS + 1)):
+        what = f"ratings on the scale {scale}" if scale else "no ratings"
+        raise UsageError(
+            f"model.rating_head predicts ratings of 1 to 5 stars, but this data has {what}: "
+            "set model.rating_head=false"
+        )
+
+
 def train(
     cfg: Config, run_dir: str | Path, tpu: str | None = None, export_dir: str | None = None
 ) -> dict:
@@ -133,6 +146,7 @@ def train(
     strategy = make_strategy(tpu)
     cfg = ensure_prepared(cfg, run_dir, chief=chief)
     prepared = Prepared.open(cfg.data.prepared_dir)
+    _check_rating_head(cfg, prepared)
     cfg = resolve_batch_size(cfg, prepared)
     windows = count_train_windows(prepared, cfg.model.max_len, cfg.data.all_windows)
     cfg, notes = resolve(cfg, strategy)

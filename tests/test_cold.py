@@ -137,7 +137,7 @@ def test_export_adds_new_movies_embedded_from_their_text(cold_run, tmp_path):
     cfg, model, prepared = load_run(run_dir)
     vocab = prepared.vocabs[F.MOVIE_ID]
     twin_of = vocab[-1]  # a held-out movie
-    movie = prepared.movies.set_index("movie_id").loc[int(twin_of)]
+    movie = prepared.movies.set_index("movie_id").loc[twin_of]
     new_csv = tmp_path / "new.csv"
     with open(new_csv, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

@@ -343,3 +343,92 @@ def test_format_tables_match_the_config_names():
 
     assert formats.FORMAT_CHOICES == config.FORMAT_NAMES
     assert tuple(formats.DATASETS) == config.DATASET_NAMES
+
+
+@pytest.mark.slow
+def test_string_ids_end_to_end(tmp_path, capsys):
+    """Train, recommend, export and serve on a generic table whose ids are text."""
+    import tensorflow as tf
+
+    from bst import recommend, train
+    from tests.conftest import tiny_on_files
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    frame = pd.DataFrame(
+        [(f"user-{e[0]}@x", f"tt{e[1]:07d}", e[3], e[2] - 0.5) for e in EVENTS],
+        columns=["user_id", "item_id", "timestamp", "rating"],
+    )
+    frame.to_csv(raw / "interactions.csv", index=False)
+    pd.DataFrame(
+        {"item_id": [f"tt{m:07d}" for m, _, _ in MOVIES], "title": [t for _, t, _ in MOVIES]}
+    ).to_csv(raw / "items.csv", index=False)
+    run, models = tmp_path / "run", tmp_path / "models"
+    result = train.main(
+        tiny_on_files(raw, run, "--set", "data.num_shards=1", export_dir=str(models))
+    )
+    assert 0 <= result["test"]["ndcg@10"] <= 1
+    shown = recommend.main(["--run-dir", str(run), "--user", "user-3@x", "--k", "3"])
+    history = [m["movie_id"] for m in shown["history"]]
+    assert len(shown["model"]) == min(3, len(MOVIES) - len(set(history)))
+    assert all(m["movie_id"].startswith("tt") for m in shown["model"])
+    assert not set(history) & {m["movie_id"] for m in shown["model"]}
+    assert {m["rating"] for m in shown["history"]} <= {
+        0.5,
+        1.5,
+        2.5,
+        3.5,
+        4.5,
+    }  # half stars, as given
+    assert "Movie " in capsys.readouterr().out  # titles from items.csv
+    loaded = tf.saved_model.load(str(next(models.iterdir())))
+    out = loaded.signatures["serving_default"](history=tf.constant([history]))
+    served = out["movie_ids"].numpy().astype(str)[0][: len(MOVIES) - len(set(history))]
+    assert all(m.startswith("tt") for m in served) and not set(served) & set(history)
+
+
+def test_a_prepared_folder_of_another_source_is_refused(tmp_path):
+    from bst import config
+    from bst.data.prepare import ensure_prepared
+
+    cfg = config.replace(
+        config.ml1m(),
+        {
+            "data.data_dir": str(write_ml100k(tmp_path / "raw")),
+            "data.prepared_dir": str(tmp_path / "p"),
+        },
+    )
+    assert ensure_prepared(cfg, tmp_path / "run").data.format == "auto"
+    assert json.loads((tmp_path / "p/manifest.json").read_text())["config"]["format"] == "ml-100k"
+    for key, value, message in [
+        (
+            "data.format",
+            "ml-csv",
+            "prepared from format ml-100k but this run asks for data.format=ml-csv",
+        ),
+        (
+            "data.dataset",
+            "ml-100k",
+            "prepared from another source but this run asks for data.dataset=ml-100k",
+        ),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            ensure_prepared(config.replace(cfg, {key: value}), tmp_path / "run")
+
+
+def test_rating_head_is_refused_on_another_scale(tmp_path, capsys):
+    from bst import train
+    from tests.conftest import tiny_on_files
+
+    write_mlcsv(tmp_path / "raw")
+    ratings = pd.read_csv(tmp_path / "raw/ratings.csv")
+    ratings.assign(rating=ratings["rating"] - 0.5).to_csv(tmp_path / "raw/ratings.csv", index=False)
+    with pytest.raises(SystemExit) as exit_:
+        train.main(
+            tiny_on_files(tmp_path / "raw", tmp_path / "run", "--set", "model.rating_head=true")
+        )
+    assert exit_.value.code == 2
+    assert (
+        "model.rating_head predicts ratings of 1 to 5 stars, but this data has ratings on the scale [0.5"
+        in capsys.readouterr().err
+    )

@@ -544,8 +544,8 @@ def join_catalogs_for_run(cfg: Config, data_dir: str | Path, run_dir: Path) -> P
 
 
 def _check_text_matches(prepared: Path, cfg: Config) -> None:
-    """A reused prepared folder must match the run: overviews exactly when the run asks
-    for them (``data.enriched`` or ``data.catalogs``), from the same enriched table when
+    """A reused prepared folder must match the run: the format and dataset the run names,
+    overviews exactly when the run asks for them (``data.enriched`` or ``data.catalogs``), from the same enriched table when
     the run names one, and the same ``data.cold_fraction``; otherwise a flag would be
     ignored."""
     try:
@@ -567,7 +567,19 @@ def _check_text_matches(prepared: Path, cfg: Config) -> None:
         raise UsageError(
             f"{prepared} was prepared from another enriched table than {enriched}: {again}"
         )
-    cold = float(manifest.get("config", {}).get("cold_fraction", 0.0))
+    made = manifest.get("config", {})
+    fmt = formats.canonical(cfg.data.format)
+    if fmt != formats.AUTO and made.get("format") != fmt:
+        raise UsageError(
+            f"{prepared} was prepared from format {made.get('format')} but this run asks for "
+            f"data.format={cfg.data.format}: {again}"
+        )
+    if cfg.data.dataset and made.get("dataset", "") != cfg.data.dataset:
+        raise UsageError(
+            f"{prepared} was prepared from {made.get('dataset') or 'another source'} but this "
+            f"run asks for data.dataset={cfg.data.dataset}: {again}"
+        )
+    cold = float(made.get("cold_fraction", 0.0))
     if cold != cfg.data.cold_fraction:
         raise UsageError(
             f"{prepared} was prepared with data.cold_fraction={cold:g} but this run asks for "
