@@ -42,6 +42,13 @@ def write_ml1m(folder: Path) -> Path:
     return folder
 
 
+def write_ml10m(folder: Path) -> Path:
+    write_dat(folder, "ratings.dat", [f"{u}::{m}::{float(r):g}::{t}" for u, m, r, t in EVENTS])
+    write_dat(folder, "movies.dat", [f"{m}::{t}::{g}" for m, t, g in MOVIES], encoding="utf-8")
+    write_dat(folder, "tags.dat", ["1::1::funny::978300760"])
+    return folder
+
+
 def write_ml100k(folder: Path) -> Path:
     genres = ["unknown", "Action", "Comedy", "Drama"]
     write_dat(folder, "u.data", [f"{u}\t{m}\t{r}\t{t}" for u, m, r, t in EVENTS])
@@ -100,7 +107,9 @@ def reference(tmp_path_factory) -> Path:
     return root / "out"
 
 
-@pytest.mark.parametrize("writer, fmt", [(write_ml100k, "ml-100k"), (write_mlcsv, "ml-csv")])
+@pytest.mark.parametrize(
+    "writer, fmt", [(write_ml100k, "ml-100k"), (write_mlcsv, "ml-csv"), (write_ml10m, "ml-10m")]
+)
 def test_movielens_formats_give_the_same_sequences(tmp_path, reference, writer, fmt):
     manifest = prepare(writer(tmp_path / "raw"), tmp_path / "out", num_shards=1)
     assert manifest["config"]["format"] == fmt
@@ -432,3 +441,21 @@ def test_rating_head_is_refused_on_another_scale(tmp_path, capsys):
         "model.rating_head predicts ratings of 1 to 5 stars, but this data has ratings on the scale [0.5"
         in capsys.readouterr().err
     )
+
+
+def test_half_star_ratings_are_checked(tmp_path):
+    write_ml10m(tmp_path)
+    write_dat(tmp_path, "ratings.dat", ["1::1::4.5::978300760", "1::2::4.25::978300761"])
+    with pytest.raises(
+        DataError,
+        match=r"ratings.dat line 2: expected a rating from 0.5 to 5 in half stars, got 4.25",
+    ):
+        formats.resolve(tmp_path)[0].load(tmp_path, formats.Options())
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.5,978300760\n1,2,x,978300761\n"
+    )
+    (tmp_path / "movies.csv").write_text(
+        'movieId,title,genres\n1,"Heat, The (1995)",Action\n2,B,(no genres listed)\n'
+    )
+    with pytest.raises(DataError, match=r"ratings.csv line 3: expected a rating .* got 'x'"):
+        formats.FORMATS["ml-csv"].load(tmp_path, formats.Options())

@@ -47,3 +47,31 @@ def test_prepare_real(tmp_path):
     assert manifest["splits"]["train"]["events"] == 988_129
     assert manifest["splits"]["test"]["examples"] == 6_040
     assert json.loads((tmp_path / "p" / "manifest.json").read_text()) == manifest
+
+
+# Other releases, when a copy lies under the data root (their GroupLens folder names).
+RELEASES = {  # folder: (format, ratings, users) as GroupLens publishes them; None = changes
+    "ml-100k": ("ml-100k", 100_000, 943),
+    "ml-10M100K": ("ml-10m", 10_000_054, 69_878),
+    "ml-20m": ("ml-csv", 20_000_263, 138_493),
+    "ml-25m": ("ml-csv", 25_000_095, 162_541),
+    "ml-latest-small": ("ml-csv", None, None),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", RELEASES)
+def test_other_releases_read_natively(folder):
+    from bst.data import formats
+    from tests.conftest import real_data_root
+
+    path = real_data_root() / folder
+    if not path.is_dir():
+        pytest.skip(f"{folder} not found under {real_data_root()} (set BST_DATA_DIR)")
+    fmt, found = formats.resolve(path)
+    expected_format, ratings, users = RELEASES[folder]
+    assert (fmt.name, found) == (expected_format, path)
+    ml, _ = fmt.load(found, formats.Options())
+    assert ml.report.unknown_movie_ratings == 0
+    if ratings is not None:
+        assert len(ml.ratings) == ratings and ml.ratings.user_id.nunique() == users
