@@ -468,7 +468,11 @@ def format_result(result: dict, width: int | None = None) -> str:
             if movie["timestamp"] is not None
             else ""
         )
-        rating = "" if movie["rating"] is None else f"{movie['rating']:g}/{movie['rating_max']:g}"
+        rating = (
+            ""
+            if movie["rating"] is None
+            else f"{movie['rating']:g}/{movie.get('rating_max', F.NUM_RATINGS):g}"
+        )
         history_rows.append([str(i), date, *_movie_cells(movie), rating])
     header = ["#", "date", "title", "year", "genres", "rating"]
     if result["user"] is None:  # a movie list: no dates, no ratings
