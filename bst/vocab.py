@@ -52,8 +52,9 @@ def build_vocabularies(
     train: pd.DataFrame, movies: pd.DataFrame, users: pd.DataFrame
 ) -> dict[str, list[str]]:
     """Vocabularies from the training events (``train``: user_id, movie_id rows)."""
-    train_movies = movies[movies["movie_id"].isin(train["movie_id"])]
-    train_users = users[users["user_id"].isin(train["user_id"])]
+    # isin over the distinct ids: over 1 M text ids (pandas' Arrow strings) it is a Python loop
+    train_movies = movies[movies["movie_id"].isin(train["movie_id"].unique())]
+    train_users = users[users["user_id"].isin(train["user_id"].unique())]
     train_users = train_users[train_users["gender"].astype(str).str.strip() != ""]  # profile known
     return {
         F.MOVIE_ID: _by_frequency(train["movie_id"].astype(str)),
