@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
 
-from bst.features import OOV, PAD
+from bst.features import NUM_RESERVED, OOV, PAD
 
 _register = tf.keras.utils.register_keras_serializable(package="bst")
 
@@ -168,7 +168,7 @@ class ItemEmbedding(tf.keras.layers.Layer):
 
         token(i) = E_movie[i]
                  + mean(E_genre[g] for g in genre_table[i] if g != 0)
-                 + E_year[year_table[i]]
+                 + E_year[year_table[i]]     (not when num_years = 2: no year vocabulary)
                  (+ mean(E_text[w] for w in text_table[i] if w > 1))
 
     and ``token(0) = 0`` (padding). An item with no non-zero genre (or no
@@ -323,7 +323,8 @@ class ItemEmbedding(tf.keras.layers.Layer):
         if not self.built:
             self.build(tf.TensorShape([None]))
         token = self._bag_mean(self.genre_embedding, tf.cast(genres, tf.int32))
-        token += self.year_embedding(tf.cast(years, tf.int32))
+        if self.num_years > NUM_RESERVED:  # a dataset without years has no year term
+            token += self.year_embedding(tf.cast(years, tf.int32))
         if self.text_embedding is not None and words is not None:
             # Words the vocabulary lacks (OOV) are left out: a movie's rare words are
             # out of a vocabulary learnt from other movies, and an OOV vector they all

@@ -193,6 +193,7 @@ class Encoder:
                 ),
             )
             for name in F.PROFILE_FEATURES
+            if tables.profile_sizes[name] > F.NUM_RESERVED  # absent when the data lacks it
         }
         self.profile_concat = tf.keras.layers.Concatenate(name="profile")
         self.profile_per_position = BroadcastToSequence(name="profile_per_position")
@@ -234,13 +235,15 @@ class Encoder:
         if last_only and not self.blocks:
             x = x[:, -1:]  # (B, 1, D)
         x = self.final_norm(x)  # (B, L or 1, D)
-        profile = [
-            embedding(dropout(inputs[name], training=training))
-            for name, (dropout, embedding) in self.profile.items()
-        ]  # 4 x (B, P)
-        profile = self.profile_concat(profile)  # (B, 4P)
-        profile = self.profile_per_position(profile, x)  # (B, L or 1, 4P)
-        head_in = self.head_concat([x, profile])  # (B, L or 1, D + 4P)
+        head_in = x  # (B, L or 1, D): data without a profile
+        if self.profile:
+            profile = [
+                embedding(dropout(inputs[name], training=training))
+                for name, (dropout, embedding) in self.profile.items()
+            ]  # k x (B, P), one per profile feature the data has (4 in ML-1M)
+            profile = self.profile_concat(profile)  # (B, kP)
+            profile = self.profile_per_position(profile, x)  # (B, L or 1, kP)
+            head_in = self.head_concat([x, profile])  # (B, L or 1, D + kP)
         delta = self.head(head_in, training=training)  # (B, L or 1, D)
         return self.query_add([x, delta])  # (B, L or 1, D)
 

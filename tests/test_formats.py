@@ -459,3 +459,27 @@ def test_half_star_ratings_are_checked(tmp_path):
     )
     with pytest.raises(DataError, match=r"ratings.csv line 3: expected a rating .* got 'x'"):
         formats.FORMATS["ml-csv"].load(tmp_path, formats.Options())
+
+
+def test_features_the_data_lacks_are_absent_from_the_model(tmp_path):
+    """No users file and no years: no profile embeddings, no year term; ML-1M keeps all."""
+    from bst import config
+    from bst.data.prepared import Prepared
+    from bst.model import Tables, build_model
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    generic_frame().to_csv(raw / "interactions.csv", index=False)
+    prepare(raw, tmp_path / "out", num_shards=1, columns=COLUMNS)
+    cfg = config.replace(config.tiny(), {"data.prepared_dir": str(tmp_path / "out")})
+    lacking = build_model(cfg, Tables.from_prepared(Prepared.open(tmp_path / "out")))
+    assert lacking.encoder.profile == {}
+    names = {w.name.split("/")[0] for w in lacking.weights}
+    assert not any(n.startswith(("gender", "age", "occupation", "zip")) for n in names)
+    catalog = lacking.encoder.items.all_items().numpy()
+    assert np.allclose(catalog[0], 0)  # padding
+    assert lacking.encoder.items.num_years == 2
+    # a year vector would be added to every item alike; with no years none is
+    year_weights = lacking.encoder.items.year_embedding.embeddings.numpy()
+    movie_weights = lacking.encoder.items.movie_embedding.embeddings.numpy()
+    assert np.allclose(catalog[2:], movie_weights[2:], atol=1e-6) and year_weights.any()
