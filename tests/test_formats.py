@@ -483,3 +483,12 @@ def test_features_the_data_lacks_are_absent_from_the_model(tmp_path):
     year_weights = lacking.encoder.items.year_embedding.embeddings.numpy()
     movie_weights = lacking.encoder.items.movie_embedding.embeddings.numpy()
     assert np.allclose(catalog[2:], movie_weights[2:], atol=1e-6) and year_weights.any()
+
+
+def test_readers_do_not_load_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, bst.data.formats; print('tensorflow' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.stdout.strip() == "False", proc.stderr

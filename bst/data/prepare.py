@@ -480,7 +480,7 @@ def ensure_prepared(cfg: Config, run_dir: Path, chief: bool = True) -> Config:
     if cfg.data.catalogs:
         enriched = join_catalogs_for_run(cfg, data_dir, run_dir)
         cfg = config_lib.replace(cfg, {"data.enriched": str(enriched)})
-    log.info("preparing %s data from %s into %s", cfg.data.format, data_dir, prepared)
+    log.info("preparing %s into %s", data_dir, prepared)  # the format is logged once found
     prepare(
         data_dir,
         prepared,
