@@ -157,11 +157,11 @@ class BSTClient:
         for i, row in enumerate(rows):
             instance: dict[str, Any] = {HISTORY: row}
             profile = (profiles[i] if profiles is not None else None) or {}
-            unknown = set(profile) - set(PROFILE_FEATURES)
+            unknown = set(profile) - set(profile_inputs)
             if unknown:
                 raise ValueError(
                     f"profiles[{i}] has unknown keys {sorted(unknown)}; expected some of "
-                    f"{list(PROFILE_FEATURES)}"
+                    f"{sorted(profile_inputs)}"
                 )
             for name in profile_inputs:
                 value = profile.get(name)
@@ -203,12 +203,11 @@ class BSTClient:
         """The signature to ask and the profile inputs it declares."""
         signatures = self._signature_inputs(version)
         default = signatures.get(DEFAULT_SIGNATURE, {HISTORY})
-        declared = [n for n in PROFILE_FEATURES if n in default]
+        declared = _profile_names(default)
         if declared or not with_profile:
             return DEFAULT_SIGNATURE, declared
         if PROFILE_SIGNATURE in signatures:
-            inputs = signatures[PROFILE_SIGNATURE]
-            return PROFILE_SIGNATURE, [n for n in PROFILE_FEATURES if n in inputs]
+            return PROFILE_SIGNATURE, _profile_names(signatures[PROFILE_SIGNATURE])
         raise ValueError(
             f"model {self.model_name!r} at {self.base_url} takes no profile inputs (its "
             f"signatures: {', '.join(sorted(signatures))}); call recommend() without profiles"
@@ -282,6 +281,13 @@ class BSTClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _profile_names(inputs: set[str]) -> list[str]:
+    """A signature's profile inputs: every input but the history (MovieLens' in their
+    usual order, then the others sorted)."""
+    known = [n for n in PROFILE_FEATURES if n in inputs]
+    return known + sorted(set(inputs) - set(known) - {HISTORY})
 
 
 def _pad(rows: list[list[str]], lead: bool) -> list[list[str]]:

@@ -11,9 +11,11 @@ MovieLens ids):
   unknown ids ignored; the model reads the newest ``max_len``) → ``movie_ids``
   ``[batch, K]``, ``titles`` ``[batch, K]``, ``scores`` ``[batch, K]`` (float32), every
   movie of the whole history excluded.
-* ``with_profile``: the same plus ``gender``, ``age``, ``occupation``, ``zip``
-  ``[batch]`` (``""`` = unknown). TF Serving requires every input a signature
-  declares, so the profile is a second signature rather than optional inputs.
+* ``with_profile``: the same plus the data's profile features ``[batch]`` (``""`` =
+  unknown): MovieLens' ``gender``, ``age``, ``occupation``, ``zip``, or the columns of
+  a generic users table; absent when the data has no profile. TF Serving requires
+  every input a signature declares, so the profile is a second signature rather than
+  optional inputs.
 * ``score``: ``history`` + ``candidates`` ``[batch, m]`` → ``scores`` ``[batch, m]``;
   an unknown candidate scores ``UNKNOWN_SCORE`` (-1e9), below every known movie.
 
@@ -51,7 +53,7 @@ import numpy as np
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import features as F
-from bst.data.records import profile_tokens
+from bst.data.records import tokens_of
 from bst.errors import UsageError, cli_errors, writable_dir
 from bst.model import load_run, weights_digest
 from bst.new_movies import NewMovies, read_new_movies
@@ -106,7 +108,22 @@ class ExportModule(tf.Module):
         self.num_items = len(vocab) + F.NUM_RESERVED
         self.k = min(int(k), len(vocab))
         self.movie_lookup = _lookup(vocab, F.MOVIE_ID)
-        self.profile_lookups = {n: _lookup(prepared.vocabs[n], n) for n in PROFILE_INPUTS}
+        self.profile_inputs = tuple(prepared.profile_features)
+        self.profile_rule = prepared.profile_rule
+        self.profile_lookups = {n: _lookup(prepared.vocabs[n], n) for n in self.profile_inputs}
+        if self.profile_inputs:  # the profile's names are the data's: built here, not declared
+            names = self.profile_inputs
+
+            def with_profile(history, *values):
+                return self._recommend(history, dict(zip_(names, values)))
+
+            self.with_profile = tf.function(
+                with_profile,
+                input_signature=[
+                    tf.TensorSpec([None, None], tf.string, name="history"),
+                    *[tf.TensorSpec([None], tf.string, name=n) for n in names],
+                ],
+            )
         self.ids = tf.constant(["", "[UNK]", *vocab])
         self.titles = tf.constant(["", "", *titles])
         self.catalog = tf.Variable(catalog, trainable=False, name="catalog")
@@ -144,13 +161,11 @@ class ExportModule(tf.Module):
 
     def _profile(self, batch: tf.Tensor, values: dict[str, tf.Tensor] | None) -> dict:
         if values is None:
-            return {name: tf.fill([batch], F.UNKNOWN) for name in PROFILE_INPUTS}
-        tokens = profile_tokens(
-            values[F.GENDER], values[F.AGE], values[F.OCCUPATION], values[F.ZIP]
-        )
+            return {name: tf.fill([batch], F.UNKNOWN) for name in self.profile_inputs}
+        tokens = tokens_of(values, self.profile_rule)
         return {
             name: tf.cast(self.profile_lookups[name](tokens[name]), tf.int32)
-            for name in PROFILE_INPUTS
+            for name in self.profile_inputs
         }
 
     def _recommend(self, history: tf.Tensor, profile: dict | None) -> dict[str, tf.Tensor]:
@@ -177,16 +192,6 @@ class ExportModule(tf.Module):
     @tf.function(
         input_signature=[
             tf.TensorSpec([None, None], tf.string, name="history"),
-            *[tf.TensorSpec([None], tf.string, name=n) for n in PROFILE_INPUTS],
-        ]
-    )
-    def with_profile(self, history, gender, age, occupation, zip):  # noqa: A002
-        values = dict(zip_(PROFILE_INPUTS, (gender, age, occupation, zip)))
-        return self._recommend(history, values)
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None], tf.string, name="history"),
             tf.TensorSpec([None, None], tf.string, name="candidates"),
         ]
     )
@@ -203,27 +208,25 @@ def zip_(*args):
 
 
 def signatures(module: ExportModule) -> dict:
-    return {
-        "serving_default": module.serving_default.get_concrete_function(),
-        "with_profile": module.with_profile.get_concrete_function(),
-        "score": module.score.get_concrete_function(),
-    }
+    """The SavedModel's signatures (``with_profile`` only when the data has a profile)."""
+    out = {"serving_default": module.serving_default.get_concrete_function()}
+    if module.profile_inputs:
+        out["with_profile"] = module.with_profile.get_concrete_function()
+    out["score"] = module.score.get_concrete_function()
+    return out
 
 
-def warmup_requests(sample: list[str]) -> list[bytes]:
+WARMUP_PROFILE = {"gender": "F", "age": "25", "occupation": "4", "zip": "94110"}
+
+
+def warmup_requests(sample: list[str], profile: tuple[str, ...] = PROFILE_INPUTS) -> list[bytes]:
     """Serialized PredictionLog records, one per signature, for assets.extra."""
     history = [sample]
-    inputs = {
-        "serving_default": {"history": history},
-        "with_profile": {
-            "history": history,
-            "gender": ["F"],
-            "age": ["25"],
-            "occupation": ["4"],
-            "zip": ["94110"],
-        },
-        "score": {"history": history, "candidates": [sample[:2]]},
-    }
+    inputs = {"serving_default": {"history": history}}
+    if profile:
+        values = {n: [WARMUP_PROFILE.get(n, "")] for n in profile}
+        inputs["with_profile"] = {"history": history, **values}
+    inputs["score"] = {"history": history, "candidates": [sample[:2]]}
     return prediction_logs(inputs)
 
 
@@ -321,7 +324,7 @@ def export_version(
         extra.mkdir(exist_ok=True)
         sample = prepared.vocabs[F.MOVIE_ID][:5]
         with tf.io.TFRecordWriter(str(extra / "tf_serving_warmup_requests")) as writer:
-            for record in warmup_requests(sample):
+            for record in warmup_requests(sample, module.profile_inputs):
                 writer.write(record)
         (tmp / "model" / ORIGIN_FILE).write_text(json.dumps(origin, indent=2) + "\n")
         version = next_version(base)

@@ -79,7 +79,7 @@ class Tables:
             item_year=years,
             num_genres=prepared.vocab_size(F.GENRES),
             num_years=prepared.vocab_size(F.YEAR),
-            profile_sizes={name: prepared.vocab_size(name) for name in F.PROFILE_FEATURES},
+            profile_sizes={name: prepared.vocab_size(name) for name in prepared.profile_features},
             text_table=text_table,
             text_vocab_size=text_vocab,
             num_trained_items=prepared.num_trained_items,
@@ -188,12 +188,10 @@ class Encoder:
         self.profile = {
             name: (
                 FeatureDropout(m.feature_dropout, seed=seed, name=f"{name}_dropout"),
-                tf.keras.layers.Embedding(
-                    tables.profile_sizes[name], profile_dim, name=f"{name}_embedding"
-                ),
+                tf.keras.layers.Embedding(size, profile_dim, name=f"{name}_embedding"),
             )
-            for name in F.PROFILE_FEATURES
-            if tables.profile_sizes[name] > F.NUM_RESERVED  # absent when the data lacks it
+            for name, size in tables.profile_sizes.items()
+            if size > F.NUM_RESERVED  # absent when the data lacks it
         }
         self.profile_concat = tf.keras.layers.Concatenate(name="profile")
         self.profile_per_position = BroadcastToSequence(name="profile_per_position")
@@ -259,7 +257,7 @@ def build_model(cfg: Config, tables: Tables) -> tf.keras.Model:
         for name in (F.MOVIE_ID, F.TIME_GAP, F.RATING)
     }
     inputs.update(
-        {name: tf.keras.Input(shape=(), dtype=tf.int32, name=name) for name in F.PROFILE_FEATURES}
+        {name: tf.keras.Input(shape=(), dtype=tf.int32, name=name) for name in tables.profile_sizes}
     )
     encoder = Encoder(cfg, tables)
     query = encoder(inputs)  # (B, L, D)
@@ -270,9 +268,13 @@ def build_model(cfg: Config, tables: Tables) -> tf.keras.Model:
     return model
 
 
+NOT_INPUTS = frozenset({F.GENRES, F.YEAR, F.USER_ID})  # pipeline features the model looks up itself
+
+
 def model_inputs(features: dict) -> dict:
-    """The subset of a pipeline batch the model takes."""
-    return {name: features[name] for name in MODEL_INPUTS}
+    """The subset of a pipeline batch the model takes: the sequences and the profile
+    features the data has (:data:`MODEL_INPUTS` for MovieLens)."""
+    return {name: value for name, value in features.items() if name not in NOT_INPUTS}
 
 
 def weights_digest(model: tf.keras.Model) -> str:

@@ -106,9 +106,10 @@ class Featurizer:
             raise ValueError(f"`max_len` must be positive. Received: max_len={max_len}")
         self.max_len = max_len
         self.rating_levels = prepared.rating_levels
+        self.profile_features = prepared.profile_features
+        self.spec = records.parse_spec(self.profile_features)
         self.lookups = {
-            name: make_lookup(prepared, name)
-            for name in (F.MOVIE_ID, F.GENDER, F.AGE, F.OCCUPATION, F.ZIP)
+            name: make_lookup(prepared, name) for name in (F.MOVIE_ID, *self.profile_features)
         }
         genres, years = prepared.item_tables
         self.item_genres = tf.constant(genres, tf.int32)
@@ -119,7 +120,7 @@ class Featurizer:
 
     def profile(self, ex: dict) -> dict[str, tf.Tensor]:
         return {
-            name: tf.cast(self.lookups[name](ex[name]), tf.int32) for name in F.PROFILE_FEATURES
+            name: tf.cast(self.lookups[name](ex[name]), tf.int32) for name in self.profile_features
         }
 
     def sequence(self, items: tf.Tensor, gaps: tf.Tensor, ratings: tf.Tensor) -> dict:
@@ -236,12 +237,12 @@ def make_dataset(
     if shard_examples:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if is_train:
-        ds = ds.map(records.parse, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda r: records.parse(r, featurizer.spec), num_parallel_calls=AUTOTUNE)
         ds = ds.filter(lambda ex: tf.size(ex[F.MOVIE_ID]) >= 2)
         ds = ds.flat_map(lambda ex: featurizer.train_windows(ex, cfg.data.all_windows))
     else:  # featurized in batches: records are parsed and looked up a batch at a time
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        ds = ds.map(records.parse_batch, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda r: records.parse_batch(r, featurizer.spec), num_parallel_calls=AUTOTUNE)
         ds = ds.map(featurizer.eval_batch, num_parallel_calls=AUTOTUNE)
     if cfg.data.cache:
         ds = ds.cache()  # featurized examples, before shuffling: later epochs skip parsing

@@ -51,7 +51,7 @@ from bst.baselines import Popularity
 from bst.client import BSTClient, ServingError
 from bst.config import Config
 from bst.data.prepared import SEQUENCES_FILE, Events, Prepared
-from bst.data.records import profile_tokens
+from bst.data.records import tokens_of
 from bst.errors import UsageError, cli_errors
 from bst.metrics import top_k
 from bst.model import load_run, model_inputs
@@ -107,6 +107,7 @@ class InProcess:
     def __init__(self, run_dir: Path) -> None:
         self.cfg, self.model, prepared = load_run(run_dir)
         self.featurizer = Featurizer(prepared, self.cfg.model.max_len)
+        self.profile_rule = prepared.profile_rule
         self.label = f"{self.name} ({run_dir})"
 
     def scores(self, events: Events, profile: dict[str, str] | None) -> np.ndarray:
@@ -116,7 +117,7 @@ class InProcess:
             items = tf.boolean_mask(items, items != F.OOV)
             unknown = tf.fill(tf.shape(items), F.UNKNOWN)
             feats = self.featurizer.sequence(items, unknown, unknown)
-            feats.update({name: tf.constant(F.UNKNOWN) for name in F.PROFILE_FEATURES})
+            feats.update({n: tf.constant(F.UNKNOWN) for n in self.featurizer.profile_features})
         else:
             feats = self.featurizer.sequence(
                 items,
@@ -128,9 +129,10 @@ class InProcess:
         return self.model(inputs, training=False)["scores"][0].numpy()  # (N,)
 
     def profile_features(self, profile: dict[str, str]) -> dict[str, tf.Tensor]:
-        """Raw profile values → the model's profile indices (:func:`records.profile_tokens`)."""
-        raw = [tf.constant([profile.get(name, "")]) for name in F.PROFILE_FEATURES]
-        tokens = {name: value[0] for name, value in profile_tokens(*raw).items()}
+        """Raw profile values → the model's profile indices (:func:`records.tokens_of`)."""
+        names = self.featurizer.profile_features
+        raw = {name: tf.constant([profile.get(name, "")]) for name in names}
+        tokens = {name: value[0] for name, value in tokens_of(raw, self.profile_rule).items()}
         return self.featurizer.profile(tokens)
 
     def recommend(
@@ -250,7 +252,12 @@ class SavedModelSource(_Exported):
     def _top(self, history: list[str], profile: dict[str, str] | None) -> list[tuple[str, float]]:
         row = tf.constant([history or [""]], tf.string)  # (1, n)
         if profile is not None and "with_profile" in self.signatures:
-            values = {n: tf.constant([profile.get(n, "")], tf.string) for n in F.PROFILE_FEATURES}
+            names = [
+                n
+                for n in self.signatures["with_profile"].structured_input_signature[1]
+                if n != "history"
+            ]
+            values = {n: tf.constant([profile.get(n, "")], tf.string) for n in names}
             out = self.signatures["with_profile"](history=row, **values)
         else:
             out = self.signatures["serving_default"](history=row)

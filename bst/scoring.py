@@ -21,7 +21,7 @@ from bst import features as F
 from bst.config import Config
 from bst.errors import DataError
 from bst.metrics import KS, EvalData, evaluate_scores, load_eval_data
-from bst.model import MODEL_INPUTS, model_inputs
+from bst.model import model_inputs
 from bst.pipeline import make_dataset
 
 SEQUENCE_INPUTS = (F.MOVIE_ID, F.TIME_GAP, F.RATING)
@@ -56,7 +56,7 @@ class Scorer:
         self.model = model
         spec = {
             name: tf.TensorSpec([None, None] if name in SEQUENCE_INPUTS else [None], tf.int32)
-            for name in MODEL_INPUTS
+            for name in model.input_names
         }
         self._catalog = tf.function(self._catalog_vectors)
         self._scores = tf.function(

@@ -48,18 +48,39 @@ def year_token(year) -> str:
     return UNKNOWN_TOKEN if year is None or pd.isna(year) else str(int(year))
 
 
+def vocab_file(name: str) -> str:
+    """The file of feature ``name``'s vocabulary (a generic profile column: ``<name>.txt``)."""
+    return F.VOCAB_FILES.get(name, f"{name}.txt")
+
+
 def build_vocabularies(
-    train: pd.DataFrame, movies: pd.DataFrame, users: pd.DataFrame
+    train: pd.DataFrame,
+    movies: pd.DataFrame,
+    users: pd.DataFrame,
+    profile: tuple[str, ...] = F.PROFILE_FEATURES,
+    rule: str = "movielens",
 ) -> dict[str, list[str]]:
-    """Vocabularies from the training events (``train``: user_id, movie_id rows)."""
+    """Vocabularies from the training events (``train``: user_id, movie_id rows).
+
+    ``rule="plain"`` (a generic users table): one vocabulary per ``profile`` column, its
+    values as they are; MovieLens' rule keeps only users with a gender and zip prefixes.
+    """
     # isin over the distinct ids: over 1 M text ids (pandas' Arrow strings) it is a Python loop
     train_movies = movies[movies["movie_id"].isin(train["movie_id"].unique())]
     train_users = users[users["user_id"].isin(train["user_id"].unique())]
-    train_users = train_users[train_users["gender"].astype(str).str.strip() != ""]  # profile known
-    return {
+    items = {
         F.MOVIE_ID: _by_frequency(train["movie_id"].astype(str)),
         F.GENRES: _by_frequency(g for gs in train_movies["genres"] for g in gs),
         F.YEAR: sorted({year_token(y) for y in train_movies["year"]} - {UNKNOWN_TOKEN}, key=int),
+    }
+    if rule != "movielens":
+        return {
+            **items,
+            **{c: _by_frequency(train_users[c].astype(str).str.strip()) for c in profile},
+        }
+    train_users = train_users[train_users["gender"].astype(str).str.strip() != ""]  # profile known
+    return {
+        **items,
         F.GENDER: _by_frequency(train_users["gender"].astype(str)),
         F.AGE: _by_frequency(train_users["age"].astype(str)),
         F.OCCUPATION: _by_frequency(train_users["occupation"].astype(str)),
@@ -75,7 +96,7 @@ def write_vocabularies(folder: str | Path, vocabs: dict[str, list[str]]) -> dict
         for token in tokens:
             if not token or "\n" in token:
                 raise ValueError(f"vocabulary {name}: token {token!r} is empty or has a newline")
-        path = folder / F.VOCAB_FILES[name]
+        path = folder / vocab_file(name)
         path.write_text("".join(f"{t}\n" for t in tokens), encoding="utf-8")
         paths[name] = path
     return paths
@@ -85,9 +106,13 @@ def read_vocabulary(path: str | Path) -> list[str]:
     return Path(path).read_text(encoding="utf-8").splitlines()
 
 
-def load_vocabularies(folder: str | Path) -> dict[str, list[str]]:
+def load_vocabularies(
+    folder: str | Path, profile: tuple[str, ...] = F.PROFILE_FEATURES
+) -> dict[str, list[str]]:
+    """The item vocabularies and those of the ``profile`` features."""
     folder = Path(folder)
-    return {name: read_vocabulary(folder / file) for name, file in F.VOCAB_FILES.items()}
+    names = (F.MOVIE_ID, F.GENRES, F.YEAR, *profile)
+    return {name: read_vocabulary(folder / vocab_file(name)) for name in names}
 
 
 def index_of(vocab: list[str]) -> dict[str, int]:

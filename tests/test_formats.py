@@ -149,17 +149,23 @@ def test_generic_parquet_with_timestamp_column_and_side_tables(tmp_path, referen
         columns=["product", "title", "genres", "year"],
     )
     items.to_parquet(raw / "items.parquet")
-    pd.DataFrame(
-        [(str(u), g, a, o, z) for u, g, a, o, z in USERS],
-        columns=["customer", "gender", "age", "occupation", "zip"],
-    ).to_csv(raw / "users.tsv", sep="\t", index=False)
+    # a generic users table: its columns are the profile, each value its own token
+    users = pd.DataFrame(
+        [(str(u), g, z, "" if u == 2 else "gold") for u, g, _, _, z in USERS],
+        columns=["customer", "gender", "zip", "plan"],
+    )
+    users.to_csv(raw / "users.tsv", sep="\t", index=False)
     manifest = prepare(raw, tmp_path / "out", num_shards=1, columns=COLUMNS)
     assert manifest["provides"]["time_unit"] == "datetime"
+    assert manifest["profile"] == {"features": ["gender", "zip", "plan"], "rule": "plain"}
     assert sequences(tmp_path / "out") == sequences(reference)
-    for name in ("movie_id.txt", "genres.txt", "year.txt", "gender.txt", "zip.txt"):
+    for name in ("movie_id.txt", "genres.txt", "year.txt", "gender.txt"):
         assert (tmp_path / "out/vocab" / name).read_text() == (
             reference / "vocab" / name
         ).read_text()
+    assert (tmp_path / "out/vocab/plan.txt").read_text() == "gold\n"
+    assert len((tmp_path / "out/vocab/zip.txt").read_text().split()) == len(USERS)  # whole codes
+    assert not (tmp_path / "out/vocab/occupation.txt").exists()
 
 
 def test_string_ids_and_millisecond_times(tmp_path):
@@ -372,6 +378,13 @@ def test_string_ids_end_to_end(tmp_path, capsys):
     pd.DataFrame(
         {"item_id": [f"tt{m:07d}" for m, _, _ in MOVIES], "title": [t for _, t, _ in MOVIES]}
     ).to_csv(raw / "items.csv", index=False)
+    pd.DataFrame(
+        {
+            "user_id": [f"user-{u}@x" for u, *_ in USERS],
+            "country": ["DE", "FR"] * 5,
+            "plan": ["a", "b", ""] * 3 + ["a"],
+        }
+    ).to_csv(raw / "users.csv", index=False)
     run, models = tmp_path / "run", tmp_path / "models"
     result = train.main(
         tiny_on_files(raw, run, "--set", "data.num_shards=1", export_dir=str(models))
@@ -394,6 +407,16 @@ def test_string_ids_end_to_end(tmp_path, capsys):
     out = loaded.signatures["serving_default"](history=tf.constant([history]))
     served = out["movie_ids"].numpy().astype(str)[0][: len(MOVIES) - len(set(history))]
     assert all(m.startswith("tt") for m in served) and not set(served) & set(history)
+    # the users table's own columns are the profile inputs, in the model and the servable
+    signature = loaded.signatures["with_profile"]
+    assert set(signature.structured_input_signature[1]) == {"history", "country", "plan"}
+    with_profile = signature(
+        history=tf.constant([history]), country=tf.constant(["DE"]), plan=tf.constant([""])
+    )
+    assert with_profile["movie_ids"].shape == out["movie_ids"].shape
+    cfg, model, _ = __import__("bst.model", fromlist=["load_run"]).load_run(run)
+    assert {"country", "plan"} <= set(model.input_names)
+    assert {w.name.split("/")[0] for w in model.weights} >= {"country_embedding", "plan_embedding"}
 
 
 def test_a_prepared_folder_of_another_source_is_refused(tmp_path):

@@ -6,8 +6,8 @@ In ``--data-dir``:
   item id, a time and optionally a rating; rows in any order;
 * ``items.{csv,tsv,parquet}`` (optional): the item id plus any of a title, ``|``-separated
   genres and a year;
-* ``users.{csv,tsv,parquet}`` (optional): the user id plus the profile columns
-  ``gender``, ``age``, ``occupation``, ``zip`` (any it has).
+* ``users.{csv,tsv,parquet}`` (optional): the user id plus categorical columns, each a
+  profile feature of its own (named as the column).
 
 Column names come from :class:`Columns` (``--set data.user_column=customer`` ...). Ids
 are text (``tt0114709``, a UUID, an e-mail hash) from the file to the servable. Each
@@ -17,6 +17,7 @@ user's events are ordered by time; equal times keep the file's row order.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +25,12 @@ import numpy as np
 import pandas as pd
 
 from bst.data import tabular
-from bst.data.movielens import MovieLens, ReadReport, id_only_movies, id_only_users, reconcile
+from bst.data.movielens import MovieLens, ReadReport, id_only_movies, reconcile
 from bst.errors import DataError
 
 log = logging.getLogger(__name__)
 
 INTERACTIONS, ITEMS, USERS = "interactions", "items", "users"
-PROFILE_COLUMNS = ("gender", "age", "occupation", "zip")
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,18 @@ def read_items(path: Path, cols: Columns, report: ReadReport) -> tuple[pd.DataFr
     return out, provided
 
 
+# Names a profile column cannot take: they are bst's own feature and field names.
+RESERVED = frozenset(
+    {"user_id", "movie_id", "genres", "year", "time_gap", "rating", "timestamp", "history",
+     "candidates", "text", "target_movie_id", "target_timestamp", "target_rating",
+     "next_movie", "next_rating"}
+)  # fmt: skip
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
 def read_users(path: Path, cols: Columns, report: ReadReport) -> tuple[pd.DataFrame, list[str]]:
-    """The users table → user_id and the profile columns it has ("" where it has none)."""
+    """The users table → user_id and its other columns, each a categorical profile feature
+    with its own vocabulary ("" = unknown)."""
     frame = tabular.read_table(path)
     tabular.require_columns(frame, path, {cols.user: "data.user_column"})
     ids = tabular.ids(frame, cols.user, path, "user id")
@@ -132,20 +142,21 @@ def read_users(path: Path, cols: Columns, report: ReadReport) -> tuple[pd.DataFr
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
         raise DataError(f"duplicate user id {ids[i]!r}", path, tabular.line_of(path, i))
-    provided = [c for c in PROFILE_COLUMNS if c in frame.columns]
+    provided = [str(c) for c in frame.columns if c != cols.user]
     if not provided:
-        raise DataError(
-            f"has no profile column (expected some of {', '.join(PROFILE_COLUMNS)}; "
-            f"columns found: {', '.join(map(str, frame.columns))})",
-            path,
-        )
+        raise DataError(f"has only the {cols.user!r} column: no profile to read", path)
+    for name in provided:
+        if not _NAME.match(name) or name in RESERVED:
+            raise DataError(
+                f"column {name!r} cannot name a profile feature: use letters, digits and _ "
+                f"(starting with a letter), and none of {', '.join(sorted(RESERVED))}",
+                path,
+            )
     out = pd.DataFrame({"user_id": ids})
-    for c in PROFILE_COLUMNS:
-        out[c] = frame[c].astype(str).str.strip().replace({"nan": ""}) if c in frame.columns else ""
-    unused = [str(c) for c in frame.columns if c not in (cols.user, *provided)]
-    if unused:
-        _note(report, f"{path.name}: columns not used: {', '.join(unused)}")
-    log.info("%s: %d users (%s)", path.name, len(out), ", ".join(provided))
+    for c in provided:
+        text = frame[c].astype(str).str.strip()
+        out[c] = text.where(frame[c].notna(), "")
+    log.info("%s: %d users (profile: %s)", path.name, len(out), ", ".join(provided))
     return out, provided
 
 
@@ -177,13 +188,16 @@ def load_interactions(folder: str | Path, cols: Columns | None = None) -> MovieL
     if movies is None:
         movies = id_only_movies(np.sort(events["movie_id"].unique()))
     if users is None:
-        users = id_only_users(np.sort(events["user_id"].unique()))
+        users = pd.DataFrame({"user_id": np.sort(events["user_id"].unique())})
     report.users, report.movies = len(users), len(movies)
     report.movies_without_year = int(movies["year"].isna().sum())
-    provides = {
-        "ratings": info["ratings"],
-        "item_columns": item_info,
-        "profile_columns": user_info,
-        "time_unit": info["time_unit"],
-    }
-    return MovieLens(ratings=events, users=users, movies=movies, report=report, provides=provides)
+    provides = {"item_columns": item_info, "time_unit": info["time_unit"]}
+    return MovieLens(
+        ratings=events,
+        users=users,
+        movies=movies,
+        report=report,
+        provides=provides,
+        profile=tuple(user_info),
+        profile_rule="plain",
+    )

@@ -304,7 +304,8 @@ class MovieLens:
 
     ``ratings``: user_id, movie_id, rating (0 = unknown), timestamp (Unix seconds, -1 =
     unknown) and optionally ``order_key`` (a finer time for ordering ties of one second);
-    ``users``: user_id, gender, age, occupation, zip ("" = unknown); ``movies``:
+    ``users``: user_id and the ``profile`` columns ("" = unknown; MovieLens: gender, age,
+    occupation, zip, tokenized by ``profile_rule``); ``movies``:
     movie_id, title, year (Int64), genres (list), raw_title. ``provides``: facts a reader
     knows beyond the tables (such as how it read the times), for the manifest.
     """
@@ -314,6 +315,9 @@ class MovieLens:
     movies: pd.DataFrame
     report: ReadReport
     provides: dict = field(default_factory=dict)
+    # the users table's profile columns and how they become tokens (bst.data.records)
+    profile: tuple[str, ...] = ("gender", "age", "occupation", "zip")
+    profile_rule: str = "movielens"
 
 
 def reconcile(

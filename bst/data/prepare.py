@@ -82,10 +82,15 @@ def load_source(
     return ml, inputs, found.name
 
 
-def _profiles(users: pd.DataFrame) -> dict[str, tuple[str, str, str, str]]:
-    """user_id → (gender, age, occupation, zip prefix) tokens (:func:`records.profile_tokens`)."""
-    rows = records.profile_token_rows({c: users[c].tolist() for c in records.PROFILE_INPUT_COLUMNS})
-    return dict(zip(users["user_id"].astype(str).tolist(), rows, strict=True))
+def _profiles(ml: MovieLens) -> dict[str, dict[str, str]]:
+    """user_id → profile tokens by feature (:func:`records.tokens_of`; MovieLens: gender,
+    age, occupation, zip prefix)."""
+    users, names = ml.users, ml.profile
+    ids = users["user_id"].astype(str).tolist()
+    if not names:  # no users table
+        return {uid: {} for uid in ids}
+    rows = records.profile_token_rows({c: users[c].tolist() for c in names}, names, ml.profile_rule)
+    return {uid: dict(zip(names, row, strict=True)) for uid, row in zip(ids, rows, strict=True)}
 
 
 def rating_levels(ratings: pd.Series) -> tuple[np.ndarray, list[float]]:
@@ -120,9 +125,7 @@ def rating_levels(ratings: pd.Series) -> tuple[np.ndarray, list[float]]:
 def provided_features(ml: MovieLens) -> dict:
     """What the data has, feature by feature (the manifest's ``provides``)."""
     ratings, users, movies = ml.ratings, ml.users, ml.movies
-    profile = [
-        c for c in records.PROFILE_INPUT_COLUMNS if users[c].astype(str).str.strip().ne("").any()
-    ]
+    profile = [c for c in ml.profile if users[c].astype(str).str.strip().ne("").any()]
     return {
         "ratings": bool(ratings["rating"].fillna(0).ne(0).any()),
         "timestamps": bool((ratings["timestamp"] >= 0).any()),
@@ -159,7 +162,7 @@ def write_outputs(
             raise UsageError("cold_fraction needs an enriched table (movies with overviews)")
         events, cold, cold_info = hold_out_cold_movies(events, table, cold_fraction)
     train = events[events["split"] == TRAIN]
-    vocabs = build_vocabularies(train, ml.movies, ml.users)
+    vocabs = build_vocabularies(train, ml.movies, ml.users, ml.profile, ml.profile_rule)
     # Held-out movies follow the trained ones: indices from 2 + trained movies on are
     # content-only (no id embedding; bst.model.Tables.num_trained_items).
     vocabs[F.MOVIE_ID] = vocabs[F.MOVIE_ID] + [str(m) for m in cold]
@@ -182,7 +185,7 @@ def write_outputs(
     if table is not None:
         text_info = _write_text_features(table, Path(enriched).name, train, out)
 
-    profiles = _profiles(ml.users)
+    profiles = _profiles(ml)
     users = events["user_id"].to_numpy()
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     ends = np.r_[starts[1:], len(users)]
@@ -389,6 +392,7 @@ def prepare(
             },
             "read_report": ml.report.to_dict(),
             "provides": provided_features(ml),
+            "profile": {"features": list(ml.profile), "rule": ml.profile_rule},
             **stats,
             "config": {
                 "format": fmt,

@@ -28,7 +28,14 @@ import pandas as pd
 from bst import features as F
 from bst.data.split import SPLITS, TEST, VALIDATION
 from bst.errors import DataError
-from bst.vocab import index_of, item_tables, load_vocabularies, read_vocabulary, vocab_size
+from bst.vocab import (
+    index_of,
+    item_tables,
+    load_vocabularies,
+    read_vocabulary,
+    vocab_file,
+    vocab_size,
+)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -214,10 +221,21 @@ class Prepared:
 
     @cached_property
     def vocabs(self) -> dict[str, list[str]]:
-        return load_vocabularies(self.folder / VOCAB_DIR)
+        return load_vocabularies(self.folder / VOCAB_DIR, self.profile_features)
 
     def vocab_path(self, name: str) -> str:
-        return str(self.folder / VOCAB_DIR / F.VOCAB_FILES[name])
+        return str(self.folder / VOCAB_DIR / vocab_file(name))
+
+    @property
+    def profile_features(self) -> tuple[str, ...]:
+        """The profile features of this data (MovieLens': gender, age, occupation, zip; a
+        generic users table's: its columns), in the order of the model's inputs."""
+        return tuple(self.manifest.get("profile", {}).get("features", F.PROFILE_FEATURES))
+
+    @property
+    def profile_rule(self) -> str:
+        """How raw profile values become tokens (:func:`bst.data.records.tokens_of`)."""
+        return self.manifest.get("profile", {}).get("rule", "movielens")
 
     def vocab_size(self, name: str) -> int:
         return vocab_size(self.vocabs[name])
@@ -280,7 +298,7 @@ class Prepared:
         """``users.tsv`` as strings ("" = unknown)."""
         path = self.folder / USERS_FILE
         if not path.is_file():
-            return pd.DataFrame(columns=["user_id", "gender", "age", "occupation", "zip"])
+            return pd.DataFrame(columns=["user_id", *self.profile_features])
         return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
 
     @cached_property
@@ -347,7 +365,7 @@ class Prepared:
         row = users[users["user_id"] == str(user_id)]
         if row.empty:
             return {}
-        return {name: str(row.iloc[0].get(name, "")).strip() for name in F.PROFILE_FEATURES}
+        return {name: str(row.iloc[0].get(name, "")).strip() for name in self.profile_features}
 
     def shards(self, split: str) -> list[str]:
         if split not in SPLITS:

@@ -24,20 +24,26 @@ from bst import features as F
 from bst.vocab import UNKNOWN_TOKEN
 
 PROFILE_INPUT_COLUMNS = ("gender", "age", "occupation", "zip")  # users.dat / users.tsv columns
+# How raw profile values become tokens (the prepared folder's manifest ``profile.rule``):
+MOVIELENS_RULE = "movielens"  # profile_tokens: no gender = no profile, zip prefix
+PLAIN_RULE = "plain"  # plain_tokens: each value is its own token, empty = unknown
 
-PARSE_SPEC = {
-    F.USER_ID: tf.io.FixedLenFeature([], tf.string),
-    F.GENDER: tf.io.FixedLenFeature([], tf.string),
-    F.AGE: tf.io.FixedLenFeature([], tf.string),
-    F.OCCUPATION: tf.io.FixedLenFeature([], tf.string),
-    F.ZIP: tf.io.FixedLenFeature([], tf.string),
-    F.MOVIE_ID: tf.io.RaggedFeature(tf.string),
-    F.TIMESTAMP: tf.io.RaggedFeature(tf.int64),
-    F.RATING: tf.io.RaggedFeature(tf.int64),
-    F.TARGET_MOVIE_ID: tf.io.RaggedFeature(tf.string),
-    F.TARGET_TIMESTAMP: tf.io.RaggedFeature(tf.int64),
-    F.TARGET_RATING: tf.io.RaggedFeature(tf.int64),
-}
+
+def parse_spec(profile: Sequence[str] = F.PROFILE_FEATURES) -> dict:
+    """The TFRecord fields of a prepared folder whose profile features are ``profile``."""
+    return {
+        F.USER_ID: tf.io.FixedLenFeature([], tf.string),
+        **{name: tf.io.FixedLenFeature([], tf.string) for name in profile},
+        F.MOVIE_ID: tf.io.RaggedFeature(tf.string),
+        F.TIMESTAMP: tf.io.RaggedFeature(tf.int64),
+        F.RATING: tf.io.RaggedFeature(tf.int64),
+        F.TARGET_MOVIE_ID: tf.io.RaggedFeature(tf.string),
+        F.TARGET_TIMESTAMP: tf.io.RaggedFeature(tf.int64),
+        F.TARGET_RATING: tf.io.RaggedFeature(tf.int64),
+    }
+
+
+PARSE_SPEC = parse_spec()  # MovieLens' profile
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -77,25 +83,49 @@ def profile_tokens(
     }
 
 
-def profile_token_rows(columns: dict[str, Sequence[str]]) -> list[tuple[str, str, str, str]]:
-    """:func:`profile_tokens` over plain Python columns (``gender``, ``age``, ``occupation``,
-    ``zip``) → one ``(gender, age, occupation, zip)`` token tuple per row."""
-    tensors = profile_tokens(
-        *(tf.constant([str(v) for v in columns[c]], tf.string) for c in PROFILE_INPUT_COLUMNS)
+def plain_tokens(values: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The profile rule of a generic users table: each stripped value is its own token,
+    an empty one is UNKNOWN (``"?"``)."""
+    out = {}
+    for name, value in values.items():
+        value = tf.strings.strip(value)
+        out[name] = tf.where(tf.equal(value, ""), UNKNOWN_TOKEN, value)
+    return out
+
+
+def tokens_of(values: dict[str, tf.Tensor], rule: str = MOVIELENS_RULE) -> dict[str, tf.Tensor]:
+    """Raw profile values (one string tensor per feature) → tokens, by the folder's rule."""
+    if rule == MOVIELENS_RULE:
+        return profile_tokens(*(values[n] for n in PROFILE_INPUT_COLUMNS))
+    return plain_tokens(values)
+
+
+def profile_token_rows(
+    columns: dict[str, Sequence[str]],
+    names: Sequence[str] = F.PROFILE_FEATURES,
+    rule: str = MOVIELENS_RULE,
+) -> list[tuple[str, ...]]:
+    """:func:`tokens_of` over plain Python columns → one token tuple per row, in ``names``
+    order (for MovieLens ``(gender, age, occupation, zip)``)."""
+    tensors = tokens_of(
+        {c: tf.constant([str(v) for v in columns[c]], tf.string) for c in names}, rule
     )
-    decoded = [[v.decode("utf-8") for v in tensors[n].numpy()] for n in F.PROFILE_FEATURES]
+    decoded = [[v.decode("utf-8") for v in tensors[n].numpy()] for n in names]
     return list(zip(*decoded, strict=True))
 
 
 def serialize(
     user_id: str | int,
-    profile: tuple[str, str, str, str],
+    profile: tuple[str, str, str, str] | dict[str, str],
     movie_ids: Sequence[str],
     timestamps: Sequence[int],
     ratings: Sequence[int],
     target: tuple[str, int, int] | None = None,
 ) -> bytes:
-    """One record, serialized deterministically (same inputs, same bytes)."""
+    """One record, serialized deterministically (same inputs, same bytes).
+
+    ``profile``: MovieLens' ``(gender, age, occupation, zip)`` tokens, or a dict of a
+    prepared folder's profile features."""
 
     def b(values):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
@@ -103,13 +133,11 @@ def serialize(
     def i(values):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
-    gender, age, occupation, zip_code = profile
+    if not isinstance(profile, dict):
+        profile = dict(zip(F.PROFILE_FEATURES, profile, strict=True))
     feats = {
         F.USER_ID: b([str(user_id)]),
-        F.GENDER: b([gender]),
-        F.AGE: b([age]),
-        F.OCCUPATION: b([occupation]),
-        F.ZIP: b([zip_code]),
+        **{name: b([token]) for name, token in profile.items()},
         F.MOVIE_ID: b(movie_ids),
         F.TIMESTAMP: i(timestamps),
         F.RATING: i(ratings),
@@ -121,14 +149,15 @@ def serialize(
     return example.SerializeToString(deterministic=True)
 
 
-def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    """One serialized record → its fields (``tf.data`` map function)."""
-    return tf.io.parse_single_example(serialized, PARSE_SPEC)
+def parse(serialized: tf.Tensor, spec: dict | None = None) -> dict[str, tf.Tensor]:
+    """One serialized record → its fields (``tf.data`` map function; ``spec``:
+    :func:`parse_spec` of the folder's profile, MovieLens' by default)."""
+    return tf.io.parse_single_example(serialized, spec or PARSE_SPEC)
 
 
-def parse_batch(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+def parse_batch(serialized: tf.Tensor, spec: dict | None = None) -> dict[str, tf.Tensor]:
     """A ``[B]`` batch of serialized records → their fields, ragged ``[B, None]`` sequences."""
-    return tf.io.parse_example(serialized, PARSE_SPEC)
+    return tf.io.parse_example(serialized, spec or PARSE_SPEC)
 
 
 class ShardWriters:
