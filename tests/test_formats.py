@@ -515,3 +515,23 @@ def test_readers_do_not_load_tensorflow():
     code = "import sys, bst.data.formats; print('tensorflow' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("items.csv", "item_id,title\na,A\na,B\n", r"items.csv line 3: duplicate item id 'a'"),
+        ("users.csv", "user_id,plan\nu,x\nu,y\n", r"users.csv line 3: duplicate user id 'u'"),
+        (
+            "users.csv",
+            "user_id,rating\nu,x\n",
+            r"users.csv: column 'rating' cannot name a profile feature",
+        ),
+        ("users.csv", "user_id\nu\n", r"users.csv: has only the 'user_id' column"),
+    ],
+)
+def test_bad_side_tables(tmp_path, name, text, message):
+    (tmp_path / "interactions.csv").write_text("user_id,item_id,timestamp\nu,a,1\n")
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError, match=message):
+        formats.FORMATS["interactions"].load(tmp_path, formats.Options())

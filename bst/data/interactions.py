@@ -92,15 +92,21 @@ def read_events(path: Path, cols: Columns, report: ReadReport) -> tuple[pd.DataF
     return events, {"time_unit": unit, "ratings": has_rating}
 
 
-def read_items(path: Path, cols: Columns, report: ReadReport) -> tuple[pd.DataFrame, list[str]]:
-    """The items table → movie_id, title, year, genres, raw_title; also which it provided."""
+def _side_table(path: Path, column: str, key: str, what: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """A side table and its id column (``key`` names it), each id once."""
     frame = tabular.read_table(path)
-    tabular.require_columns(frame, path, {cols.item: "data.item_column"})
-    ids = tabular.ids(frame, cols.item, path, "item id")
+    tabular.require_columns(frame, path, {column: key})
+    ids = tabular.ids(frame, column, path, what)
     dup = pd.Series(ids).duplicated().to_numpy()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
-        raise DataError(f"duplicate item id {ids[i]!r}", path, tabular.line_of(path, i))
+        raise DataError(f"duplicate {what} {ids[i]!r}", path, tabular.line_of(path, i))
+    return frame, ids
+
+
+def read_items(path: Path, cols: Columns, report: ReadReport) -> tuple[pd.DataFrame, list[str]]:
+    """The items table → movie_id, title, year, genres, raw_title; also which it provided."""
+    frame, ids = _side_table(path, cols.item, "data.item_column", "item id")
     provided = [c for c in (cols.title, cols.genres, cols.year) if c in frame.columns]
     titles = frame[cols.title].astype(str).str.strip() if cols.title in frame.columns else None
     out = pd.DataFrame(
@@ -135,13 +141,7 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 def read_users(path: Path, cols: Columns, report: ReadReport) -> tuple[pd.DataFrame, list[str]]:
     """The users table → user_id and its other columns, each a categorical profile feature
     with its own vocabulary ("" = unknown)."""
-    frame = tabular.read_table(path)
-    tabular.require_columns(frame, path, {cols.user: "data.user_column"})
-    ids = tabular.ids(frame, cols.user, path, "user id")
-    dup = pd.Series(ids).duplicated().to_numpy()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
-        raise DataError(f"duplicate user id {ids[i]!r}", path, tabular.line_of(path, i))
+    frame, ids = _side_table(path, cols.user, "data.user_column", "user id")
     provided = [str(c) for c in frame.columns if c != cols.user]
     if not provided:
         raise DataError(f"has only the {cols.user!r} column: no profile to read", path)
