@@ -535,3 +535,17 @@ def test_bad_side_tables(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
     with pytest.raises(DataError, match=message):
         formats.FORMATS["interactions"].load(tmp_path, formats.Options())
+
+
+def test_offline_dataset_download_says_where_to_put_the_files(tmp_path, monkeypatch):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
+    with pytest.raises(DataError) as err:
+        formats.resolve(tmp_path / "cache", dataset="ml-100k")
+    text = str(err.value)
+    assert "cannot download https://files.grouplens.org/datasets/movielens/ml-100k.zip" in text
+    assert f"put ml-100k.zip (or its extracted folder ml-100k/) in {tmp_path / 'cache'}" in text

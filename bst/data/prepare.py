@@ -122,6 +122,19 @@ def rating_levels(ratings: pd.Series) -> tuple[np.ndarray, list[float]]:
     return levels, [float(v) for v in scale] if known.any() else []
 
 
+def _log_provided(fmt: str, provides: dict) -> dict:
+    have = [k for k in ("ratings", "timestamps", "titles", "genres", "years") if provides[k]]
+    lacks = [k for k in ("ratings", "timestamps", "titles", "genres", "years") if not provides[k]]
+    log.info(
+        "format %s provides %s; profile: %s%s",
+        fmt,
+        ", ".join(have) or "ids only",
+        ", ".join(provides["profile"]) or "none",
+        f"; lacks {', '.join(lacks)}" if lacks else "",
+    )
+    return provides
+
+
 def provided_features(ml: MovieLens) -> dict:
     """What the data has, feature by feature (the manifest's ``provides``)."""
     ratings, users, movies = ml.ratings, ml.users, ml.movies
@@ -391,7 +404,7 @@ def prepare(
                 "users_in_table": int(len(ml.users)),
             },
             "read_report": ml.report.to_dict(),
-            "provides": provided_features(ml),
+            "provides": _log_provided(fmt, provided_features(ml)),
             "profile": {"features": list(ml.profile), "rule": ml.profile_rule},
             **stats,
             "config": {
