@@ -273,6 +273,7 @@ def _ensure(folder: Path, ds: Dataset) -> Path:
         fmt.check_complete(folder)
     if fmt.matches(folder / ds.folder):
         fmt.check_complete(folder / ds.folder)
+        return folder / ds.folder
     others = detect(folder)
     if others:
         raise DataError(
