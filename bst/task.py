@@ -242,7 +242,10 @@ class BSTTrainer(tf.keras.Model):
             per_token = catalog_cross_entropy(  # (M,) float32
                 q, items, t - F.NUM_RESERVED, mask, self.logits_dtype
             )
-            loss = tf.reduce_mean(per_token)
+            # the mean, and 0 (not NaN) for a batch without a valid target
+            loss = tf.math.divide_no_nan(
+                tf.reduce_sum(per_token), tf.cast(tf.size(per_token), tf.float32)
+            )
         else:
             count = tf.shape(t)[0]
             keep = tf.random.shuffle(tf.range(count))[: self.num_negatives]

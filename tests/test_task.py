@@ -226,3 +226,20 @@ def test_mask_seen_lowers_the_loss_and_can_be_turned_off(tiny_cfg, tables):
     off_cfg = config.replace(tiny_cfg, {"model.mask_seen": False})
     off = BSTTrainer(model, off_cfg).compute_loss_terms(features, labels, training=False)
     assert float(on) < float(off)
+
+
+def test_a_batch_without_a_valid_target_has_a_finite_loss(tiny_cfg, tables):
+    """Every target padding or unknown: loss 0 and zero gradients, on both the default
+    and the static-shape (XLA) path, not NaN."""
+    from bst import features as F
+
+    batch, labels = next(iter(make_dataset(tiny_cfg, "train", batch_size=4, shuffle=False)))
+    labels = {**labels, F.NEXT_MOVIE: tf.fill(tf.shape(labels[F.NEXT_MOVIE]), F.OOV)}
+    for jit in ("false", "true"):
+        cfg = config.replace(tiny_cfg, {"train.jit_compile": jit})
+        trainer = BSTTrainer(build_model(cfg, tables), cfg)
+        with tf.GradientTape() as tape:
+            loss = trainer.compute_loss_terms(batch, labels, training=False)
+        grads = tape.gradient(loss, trainer.trainable_variables)
+        assert float(loss) == 0.0, jit
+        assert all(np.all(np.isfinite(tf.convert_to_tensor(g))) for g in grads if g is not None)
