@@ -549,3 +549,13 @@ def test_offline_dataset_download_says_where_to_put_the_files(tmp_path, monkeypa
     text = str(err.value)
     assert "cannot download https://files.grouplens.org/datasets/movielens/ml-100k.zip" in text
     assert f"put ml-100k.zip (or its extracted folder ml-100k/) in {tmp_path / 'cache'}" in text
+
+
+def test_column_settings_for_another_format_are_refused(tmp_path):
+    write_ml100k(tmp_path / "raw")
+    with pytest.raises(
+        UsageError, match=r"data.user_column, data.time_unit are read only from a generic"
+    ):
+        prepare(
+            tmp_path / "raw", tmp_path / "out", columns=Columns(user="customer", time_unit="ms")
+        )

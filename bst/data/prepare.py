@@ -13,6 +13,7 @@ prepares (or generates synthetic data) only when the folder is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -77,7 +78,22 @@ def load_source(
     found, folder = formats.resolve(data_dir, fmt, dataset)
     if side_data_dir and found.name != "sasrec":
         raise UsageError(f"data.side_data_dir is only read with format sasrec, not {found.name}")
-    options = formats.Options(str(side_data_dir or ""), columns or Columns())
+    columns = columns or Columns()
+    if found.name != "interactions" and columns != Columns():
+        changed = [
+            f.name
+            for f in dataclasses.fields(Columns)
+            if getattr(columns, f.name) != getattr(Columns(), f.name)
+        ]
+        keys = ", ".join(
+            f"data.{n}_column" if n != "time_unit" else "data.time_unit" for n in changed
+        )
+        raise UsageError(
+            f"{keys} {'is' if len(changed) == 1 else 'are'} read only from a generic "
+            f"interactions table, but {folder} holds format {found.name}: drop "
+            f"{'it' if len(changed) == 1 else 'them'}"
+        )
+    options = formats.Options(str(side_data_dir or ""), columns)
     ml, inputs = found.load(folder, options)
     return ml, inputs, found.name
 
