@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 from tqdm.auto import tqdm
 
@@ -136,30 +137,21 @@ def download(url: str, dest: str | Path, expected_md5: str | None = None, what: 
 
 
 def ensure_movielens(folder: str | Path, url: str = ML1M_URL, md5: str = ML1M_MD5) -> Path:
-    """A folder holding the three ML-1M ``.dat`` files, downloading them if needed."""
+    """A folder holding the three ML-1M ``.dat`` files, downloading them if needed
+    (:func:`ensure_dataset` with ML-1M's zip, ``url`` and ``md5``)."""
     folder = Path(folder).expanduser()
     if movielens_files_present(folder):  # the user's own files: never download over them
         return find_movielens_files(folder)  # or the error naming the missing ones
-    archive = folder / ML1M_ZIP
-    if not archive.is_file():
-        log.info("downloading %s into %s", url, folder)
-        download(url, archive, md5)
-    else:
-        log.info("verifying %s", archive)
-        verify_md5(archive, md5)
-    clean_stale(folder, ".extract-")
-    tmp = make_temp_dir(folder, ".extract-")
-    try:
-        safe_extract(archive, tmp)
-        extracted = find_movielens_files(tmp)
-        final = folder / "ml-1m"
-        final.mkdir(parents=True, exist_ok=True)
-        for item in extracted.iterdir():  # only the release's own files are replaced
-            item.replace(final / item.name)
-    finally:
-        remove_temp_dir(tmp)
-    log.info("extracted %s into %s", archive.name, final)
-    return find_movielens_files(final)
+    ml1m = SimpleNamespace(
+        name="ml-1m", folder="ml-1m", md5=md5, url=url, max_unpacked_bytes=MAX_UNPACKED_BYTES
+    )
+    ensure_dataset(
+        folder,
+        ml1m,
+        lambda path: all((path / name).is_file() for name in REQUIRED),
+        what=f"{ML1M_ZIP}, or its extracted {', '.join(REQUIRED[:2])} and {REQUIRED[2]},",
+    )
+    return find_movielens_files(folder / "ml-1m")
 
 
 _MD5_RE = __import__("re").compile(r"\b([0-9a-f]{32})\b")
@@ -177,20 +169,21 @@ def published_md5(archive: Path, url: str) -> str:
     return match.group(1)
 
 
-def ensure_dataset(folder: str | Path, dataset, present) -> Path:
+def ensure_dataset(folder: str | Path, dataset, present, what: str = "") -> Path:
     """The folder holding ``dataset``'s files (``folder/<dataset.folder>``), downloading
     and extracting its zip into ``folder`` if needed.
 
     ``dataset``: a :class:`bst.data.formats.Dataset`; ``present(path)``: whether ``path``
     holds its files. The zip is checked against its md5 before anything is extracted,
-    and only the release's own folder is replaced.
+    and only the release's own folder is replaced. ``what``: how the offline error
+    names the files to put in ``folder`` (default: the zip or its extracted folder).
     """
     folder = Path(folder).expanduser()
     target = folder / dataset.folder
     if present(target):
         return target
     archive = folder / f"{dataset.name}.zip"
-    what = f"{archive.name} (or its extracted folder {dataset.folder}/)"
+    what = what or f"{archive.name} (or its extracted folder {dataset.folder}/)"
     if not archive.is_file():
         md5 = dataset.md5 or published_md5(archive, dataset.url)
         log.info("downloading %s into %s", dataset.url, folder)
