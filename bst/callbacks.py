@@ -4,7 +4,8 @@
 * :class:`PlannedEarlyStopping`: early stopping whose patience follows the planned run;
 * :class:`AverageWeights`: validation and early stopping on the moving average of the
   weights (``train.ema``);
-* :class:`TimeBudget`: stop before the next epoch would overrun ``train.max_minutes``;
+* :class:`TimeBudget`: stop before the next epoch would overrun ``train.max_minutes``
+  (of the whole run, on :class:`bst.clock.RunClock`);
 * :class:`StepLogger`: per-step loss and learning rate;
 * :class:`BackupLogger`: a log line when the state has been backed up;
 * :func:`write_projector`, :func:`write_hparams`: the embedding projector and hparams.
@@ -24,6 +25,7 @@ from tensorboard.plugins.hparams import api as hp
 from tqdm.auto import tqdm
 
 from bst import features as F
+from bst.clock import RunClock
 from bst.config import Config
 from bst.data.prepared import Prepared
 from bst.metrics import EPOCH_METRICS, KS, load_eval_data, metric_names
@@ -44,21 +46,22 @@ class RankingCallback(tf.keras.callbacks.Callback):
         history: Path | None = None,
         budget_minutes: float = 0.0,
         prepared: Prepared | None = None,
+        clock: RunClock | None = None,
     ):
         super().__init__()
         self.cfg = cfg
         self.writer = writer
         self.history = history  # one JSON line per epoch, appended (survives resumes)
         self.budget = budget_minutes * 60.0
-        self.run_started = time.perf_counter()
+        self.clock = clock or RunClock(tf.Variable(0.0, dtype=tf.float64, trainable=False))
         self.data = load_eval_data(prepared or cfg.data.prepared_dir, "validation")
         self.inputs = SplitInputs.read(cfg, "validation")  # featurized once for every epoch
         self.scorer: Scorer | None = None
-        self.started = time.perf_counter()
+        self.started = 0.0
         self.last_epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
+        self.started = self.clock.now()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -77,8 +80,8 @@ class RankingCallback(tf.keras.callbacks.Callback):
                         tf.summary.scalar(f"validation/{key}", metrics[key])
                 tf.summary.scalar("train/epoch_loss", logs.get("loss", float("nan")))
             self.writer.flush()
-        seconds = time.perf_counter() - self.started
-        elapsed = time.perf_counter() - self.run_started
+        seconds = self.clock.now() - self.started
+        elapsed = self.clock.elapsed()  # the whole run's, resumes included
         left = (
             f", about {max(self.budget - elapsed, 0) / 60:.0f} min of budget left"
             if self.budget
@@ -97,7 +100,6 @@ class RankingCallback(tf.keras.callbacks.Callback):
         )
         if self.history is not None:
             optimizer = self.model.optimizer
-            lr = optimizer.learning_rate
             step = int(optimizer.iterations.numpy())
             row = {
                 "epoch": epoch + 1,
@@ -106,9 +108,9 @@ class RankingCallback(tf.keras.callbacks.Callback):
                 "elapsed_seconds": round(elapsed, 1),
                 "unix_time": round(time.time(), 2),
                 "step": step,
-                "learning_rate": float(
-                    tf.keras.backend.get_value(lr(step - 1) if callable(lr) else lr)
-                ),
+                # the rate the epoch's last step (number `step`, counting from 1) used,
+                # as TensorBoard's train/learning_rate at that step
+                "learning_rate": last_learning_rate(optimizer),
                 **{f"val_{k}": float(metrics[k]) for k in metric_names(KS) if k in metrics},
             }
             with open(self.history, "a", encoding="utf-8") as out:
@@ -214,28 +216,39 @@ class _RestoreTrained(tf.keras.callbacks.Callback):
 
 
 class TimeBudget(tf.keras.callbacks.Callback):
-    """Stop after the epoch that would make the next one overrun ``minutes`` (0 = no budget)."""
+    """Stop after the epoch that would make the next one overrun ``minutes`` (0 = no
+    budget) of the whole run's training time (``clock``: a resumed run has the rest)."""
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, clock: RunClock):
         super().__init__()
         self.seconds = minutes * 60.0
-        self.started = time.perf_counter()
-        self.epoch_started = self.started
+        self.clock = clock
+        self.epoch_started = 0.0
         self.stopped_epoch: int | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_started = time.perf_counter()
+        self.epoch_started = self.clock.now()
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        if self.seconds and (now - self.started) + (now - self.epoch_started) > self.seconds:
+        last = self.clock.now() - self.epoch_started
+        if self.seconds and self.clock.elapsed() + last > self.seconds:
             self.stopped_epoch = epoch + 1
             self.model.stop_training = True
             log.info("time budget of %.0f min reached after epoch %d", self.seconds / 60, epoch + 1)
 
 
+def last_learning_rate(optimizer) -> float:
+    """The learning rate the optimizer's last step used: under a schedule, Keras keeps
+    it in ``optimizer.learning_rate`` (set at each ``apply_gradients``), which is the
+    schedule at iteration ``iterations - 1`` as planned when that step ran."""
+    lr = optimizer.learning_rate
+    return float(tf.keras.backend.get_value(lr(optimizer.iterations - 1) if callable(lr) else lr))
+
+
 class StepLogger(tf.keras.callbacks.Callback):
-    """Per-step loss and learning rate to TensorBoard (every ``every`` steps)."""
+    """Per-step loss and learning rate to TensorBoard (every ``every`` steps): at step
+    ``s`` (counting from 1, the optimizer's iterations after it), the loss and the
+    learning rate of that step, as in ``history.jsonl``."""
 
     def __init__(self, writer: tf.summary.SummaryWriter, every: int = 10):
         super().__init__()
@@ -245,17 +258,26 @@ class StepLogger(tf.keras.callbacks.Callback):
         step = int(self.model.optimizer.iterations.numpy())
         if step % self.every and step != 1:
             return
-        lr = self.model.optimizer.learning_rate
-        lr = lr(step) if callable(lr) else lr
+        lr = last_learning_rate(self.model.optimizer)
         with self.writer.as_default(step=step):
             tf.summary.scalar("train/loss", float((logs or {}).get("loss", float("nan"))))
-            tf.summary.scalar("train/learning_rate", float(tf.keras.backend.get_value(lr)))
+            tf.summary.scalar("train/learning_rate", lr)
 
 
 class BackupLogger(tf.keras.callbacks.Callback):
-    """One log line per epoch once ``BackupAndRestore`` (which runs before it) has saved."""
+    """Once ``BackupAndRestore`` (which runs before it) has saved: the config the backup
+    belongs to into ``<backup>/config.json`` (``config_json``; None on a worker that is
+    not the chief) and one log line per epoch."""
+
+    def __init__(self, backup: Path | None = None, config_json: str | None = None):
+        super().__init__()
+        self.backup, self.config_json = backup, config_json
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.backup is not None and self.config_json is not None and self.backup.is_dir():
+            path = self.backup / "config.json"
+            if not path.is_file():
+                path.write_text(self.config_json + "\n", encoding="utf-8")
         log.info("epoch %d: state backed up", epoch + 1)
 
 

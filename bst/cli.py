@@ -113,6 +113,13 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", default=None, help="run folder (default runs/<preset>)")
     parser.add_argument("--tpu", default=None, help="TPU name or address: use TPUStrategy")
     parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard the run folder's backup of a stopped run and train from the start "
+        "(default: a stopped run resumes when the config is the same, and is refused when "
+        "it is not)",
+    )
+    parser.add_argument(
         "--export-dir",
         default=None,
         help="export the trained model here as the next SavedModel version ('' to skip; "

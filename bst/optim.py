@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 
 import numpy as np
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
@@ -175,24 +174,24 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
     """Keeps ``planned`` (the schedule's total steps) equal to the steps the run will take.
 
     Without a budget that is ``epochs x steps``. With one, it is the steps done plus the
-    whole epochs that still fit in the budget, estimated from the first timed steps of
-    the first epoch (plus the validation time of ``eval_seconds``), then from that
-    epoch's steady steps and its validation, then from the median of the last five
-    epochs after the first. The first epoch's own wall time is never used: it includes
-    tracing and filling the cache, and re-planning on it would shorten the schedule by
-    a quarter for one epoch and then lengthen it again.
+    whole epochs that still fit in what is left of the run's budget (``clock``, a
+    :class:`bst.clock.RunClock`: a resumed run has only the rest of it), estimated from
+    the first timed steps of the first epoch this process trains, then from that epoch's
+    steady steps and its validation, then from the median of the last five epochs after
+    it. That first epoch's own wall time is never used: it includes tracing and filling
+    the cache, and re-planning on it would shorten the schedule by a quarter for one
+    epoch and then lengthen it again. Listed before ``BackupAndRestore``, so each backup
+    holds the plan its epoch ended with.
     """
 
-    def __init__(
-        self, planned: tf.Variable, steps: int, epochs: int, minutes: float, eval_seconds=0.0
-    ):
+    def __init__(self, planned: tf.Variable, steps: int, epochs: int, minutes: float, clock):
         super().__init__()
         self.planned, self.steps, self.epochs = planned, steps, epochs
         self.seconds = minutes * 60.0
-        self.eval_seconds = eval_seconds
-        self.started = time.perf_counter()
+        self.clock = clock
         self.epoch_times: list[float] = []
         self.epoch = 0
+        self.epoch_started = 0.0
         self._batch_times: list[float] = []
         self.first_estimate: float | None = None
 
@@ -203,22 +202,22 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
             log.info("schedule planned over %d steps (%s)", steps, why)
 
     def on_train_begin(self, logs=None):
-        self.started = time.perf_counter()
+        # before BackupAndRestore restores a resumed run's plan (which then replaces this)
         if not self.seconds or int(self.planned.numpy()) == 0:
             self._set(self.epochs * self.steps, f"{self.epochs} epochs x {self.steps} steps")
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
-        self.epoch_started = time.perf_counter()
+        self.epoch_started = self.clock.now()
 
     def on_train_batch_end(self, batch, logs=None):
         if not self.seconds or self.epoch_times:
             return
-        self._batch_times.append(time.perf_counter())
+        self._batch_times.append(self.clock.now())
         if len(self._batch_times) == 6 or batch + 1 == self.steps:  # skip the traced steps
             if len(self._batch_times) < 3:
                 return
-            self._plan(self._per_step() * self.steps + self.eval_seconds, first=True)
+            self._plan(self._per_step() * self.steps, first=True)
 
     def _per_step(self) -> float:
         """Seconds per step in the first epoch: the mean step after the first few (batches
@@ -229,11 +228,10 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
         return float(np.mean(steady[steady <= 3 * np.median(steady)]))
 
     def _plan(self, epoch_seconds: float, first: bool = False) -> None:
-        elapsed = time.perf_counter() - self.started
         done = self.epoch if first else self.epoch + 1  # whole epochs done
-        remaining = self.seconds - elapsed
+        remaining = self.seconds - self.clock.elapsed()
         if first:
-            remaining += time.perf_counter() - self.epoch_started  # this epoch counts whole
+            remaining += self.clock.now() - self.epoch_started  # this epoch counts whole
         fit = max(int(remaining // max(epoch_seconds, 1e-3)), 1 if first else 0)
         self._set(
             (done + fit) * self.steps,
@@ -242,7 +240,7 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
         )
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
+        now = self.clock.now()
         if not self.epoch_times and len(self._batch_times) >= 3:
             # the first epoch, as a steady one would take: its steps after tracing, plus
             # the validation that just ran (callbacks before this one)

@@ -166,6 +166,10 @@ class BSTTrainer(tf.keras.Model):
         self.static_shapes = cfg.train.jit_compile == "true"
         # The schedule's planned steps (bst.optim.SchedulePlanner), saved with the backups.
         self.planned_steps = tf.Variable(0, trainable=False, dtype=tf.int64, name="planned_steps")
+        # Seconds trained over the whole run up to the last backup (bst.clock.RunClock).
+        self.elapsed_seconds = tf.Variable(
+            0.0, trainable=False, dtype=tf.float64, name="elapsed_seconds"
+        )
         self.num_negatives = cfg.model.num_negatives
         self.mask_seen = cfg.model.mask_seen and cfg.model.loss == "softmax"
         if self.loss_kind not in ("softmax", "sampled"):

@@ -33,9 +33,10 @@ if __name__ == "__main__":
 import json
 import logging
 import math
+import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
@@ -54,6 +55,7 @@ from bst.callbacks import (
     write_hparams,
     write_projector,
 )
+from bst.clock import RunClock
 from bst.config import Config
 from bst.data.prepare import ensure_prepared
 from bst.data.prepared import Prepared
@@ -135,13 +137,77 @@ def _check_rating_head(cfg: Config, prepared: Prepared) -> None:
         )
 
 
+BACKUP_CONFIG = "config.json"  # in backup/: the config (as requested) the backup belongs to
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(before: str, now: str) -> list[str]:
+    """``key: before -> now`` for every config field that differs between two
+    ``Config.to_json()`` texts."""
+    old, new = _flat(json.loads(before)), _flat(json.loads(now))
+    return [
+        f"{key} {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+
+
+def check_backup(requested: str, backup: Path) -> None:
+    """Refuses to resume ``backup`` (a stopped run's state) under another config: it
+    would train the old state on new settings, or end in a shape error. One line naming
+    the fields that differ and the ways out. A backup without its config (written before
+    backups recorded it) is resumed as before."""
+    saved = backup / BACKUP_CONFIG
+    if not saved.is_file():
+        return
+    differences = config_differences(saved.read_text(encoding="utf-8"), requested)
+    if not differences:
+        log.info("resuming the stopped run in %s (same config)", backup.parent)
+        return
+    shown = "; ".join(differences[:6]) + (
+        f"; and {len(differences) - 6} more" if len(differences) > 6 else ""
+    )
+    raise UsageError(
+        f"{backup.parent} holds a stopped run with another config ({shown}): run the "
+        "command that started it to resume it, add --fresh to discard its backup and "
+        "start afresh, or give another --run-dir"
+    )
+
+
 def train(
-    cfg: Config, run_dir: str | Path, tpu: str | None = None, export_dir: str | None = None
+    cfg: Config,
+    run_dir: str | Path,
+    tpu: str | None = None,
+    export_dir: str | None = None,
+    fresh: bool = False,
+    now: Callable[[], float] = time.perf_counter,
+    extra_callbacks: Sequence[tf.keras.callbacks.Callback] = (),
 ) -> dict:
-    """Train, evaluate and write the run folder; returns the metrics dict."""
+    """Train, evaluate and write the run folder; returns the metrics dict.
+
+    A backup in ``run_dir`` (a run that was stopped) is resumed when it belongs to the
+    same config, refused when not (:func:`check_backup`); ``fresh`` discards it first.
+    ``now`` is the run's time source (:class:`bst.clock.RunClock`) and
+    ``extra_callbacks`` go first in ``fit``'s list: tests use them to run on a clock that
+    counts steps and to stop a run mid-way."""
     cfg = config_lib.validate(cfg)
     run_dir = writable_dir(run_dir, "run folder")
     chief = is_chief()
+    backup = run_dir / "backup"
+    if fresh and chief and backup.exists():
+        shutil.rmtree(backup)
+        log.info("--fresh: discarded the backup in %s", backup)
+    requested = cfg.to_json()  # what the command asked for, before anything is resolved
+    check_backup(requested, backup)
     kind, index, workers = task_info()
     strategy = make_strategy(tpu)
     cfg = ensure_prepared(cfg, run_dir, chief=chief)
@@ -188,11 +254,11 @@ def train(
     logdir = run_dir / "logs" if chief else run_dir / "workers" / f"{kind}-{index}" / "logs"
     writer = tf.summary.create_file_writer(str(logdir / "train"))
     write_hparams(cfg, writer, run_dir.name)
-    backup = run_dir / "backup"
     history_path = run_dir / HISTORY_FILE if chief else logdir / HISTORY_FILE
     if not backup.exists() and history_path.exists():
         history_path.unlink()  # a fresh run, not a resume: start the history afresh
-    ranking = RankingCallback(cfg, writer, history_path, cfg.train.max_minutes, prepared)
+    clock = RunClock(trainer.elapsed_seconds, now)
+    ranking = RankingCallback(cfg, writer, history_path, cfg.train.max_minutes, prepared, clock)
     early_stopping = PlannedEarlyStopping(
         cfg.train.patience,
         trainer.planned_steps,
@@ -201,21 +267,28 @@ def train(
         mode="max",
         restore_best_weights=True,
     )
-    budget = TimeBudget(cfg.train.max_minutes)
+    budget = TimeBudget(cfg.train.max_minutes, clock)
     average = AverageWeights()  # validate the moving average of the weights (train.ema)
+    # At an epoch's end, in this order: validation, early stopping, the plan and the
+    # budget on the run's clock, then the backup, which so holds this epoch's plan and
+    # the seconds trained up to it.
     callbacks = [
+        *extra_callbacks,
+        clock,
         Progress(steps),
         average,
         ranking,
         early_stopping,
         average.restore,
-        tf.keras.callbacks.BackupAndRestore(str(backup)),
-        BackupLogger(),
-        SchedulePlanner(trainer.planned_steps, steps, cfg.train.epochs, cfg.train.max_minutes),
-        StepLogger(writer),
+        SchedulePlanner(
+            trainer.planned_steps, steps, cfg.train.epochs, cfg.train.max_minutes, clock
+        ),
         budget,
+        clock.record,
+        tf.keras.callbacks.BackupAndRestore(str(backup)),
+        BackupLogger(backup, requested if chief else None),
+        StepLogger(writer),
     ]
-    started = time.perf_counter()
     history = trainer.fit(
         train_ds,
         epochs=cfg.train.epochs,
@@ -223,7 +296,8 @@ def train(
         callbacks=callbacks,
         verbose=2 if sys.stdout.isatty() else 0,
     )
-    train_seconds = time.perf_counter() - started
+    process_seconds = clock.this_process()
+    train_seconds = clock.elapsed()  # the whole run's, resumes included
     epochs = ranking.last_epoch  # counts epochs before a resume too
     this_run = len(history.history.get("loss", []))
     best = early_stopping.best if early_stopping.best is not None else float("nan")
@@ -252,7 +326,7 @@ def train(
             else "max epochs"
         ),
         "train_seconds": round(train_seconds, 1),
-        "seconds_per_epoch": round(train_seconds / max(this_run, 1), 1),
+        "seconds_per_epoch": round(process_seconds / max(this_run, 1), 1),
         "examples_per_epoch": windows,
         "strategy": strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
@@ -290,7 +364,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     with cli_errors(interrupted="resume with the same command"):
         args = cli.parse("train", argv)
         cli.setup_logging(args.verbose)
-        return train(args.cfg, args.run_dir, tpu=args.tpu, export_dir=args.export_dir)
+        return train(
+            args.cfg, args.run_dir, tpu=args.tpu, export_dir=args.export_dir, fresh=args.fresh
+        )
 
 
 if __name__ == "__main__":

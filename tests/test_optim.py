@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -84,38 +82,71 @@ def test_the_schedule_reads_the_planned_steps_as_they_change():
     assert lr(s, 400) < before and lr(s, 499) == pytest.approx(0.0, abs=1e-4)
 
 
+class Ticking:
+    """A clock whose time moves only when told (seconds)."""
+
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _planner(planned, epochs=100, minutes=1.0, saved=0.0):
+    from bst.clock import RunClock
+
+    time_now = Ticking()
+    clock = RunClock(tf.Variable(saved, dtype=tf.float64), time_now)
+    planner = optim.SchedulePlanner(planned, steps=10, epochs=epochs, minutes=minutes, clock=clock)
+    clock.on_train_begin()
+    planner.on_train_begin()
+    return planner, time_now
+
+
 def test_planner_fits_the_epochs_into_the_budget():
     planned = tf.Variable(0, dtype=tf.int64)
-    planner = optim.SchedulePlanner(planned, steps=10, epochs=100, minutes=1.0)
-    planner.on_train_begin()
+    planner, time_now = _planner(planned)
     assert int(planned.numpy()) == 1000  # epochs x steps until something is measured
     planner.on_epoch_begin(0)
-    planner.epoch_started -= 5.9  # pretend the first epoch took 5.9 s
-    planner.started -= 5.9
+    time_now.t += 5.9  # the first epoch took 5.9 s
     planner.on_epoch_end(0)
     assert int(planned.numpy()) == 100  # 1 done + 9 more of 5.9 s in the 54.1 s left
     unbounded = tf.Variable(0, dtype=tf.int64)
-    optim.SchedulePlanner(unbounded, steps=10, epochs=7, minutes=0.0).on_train_begin()
+    _planner(unbounded, epochs=7, minutes=0.0)
     assert int(unbounded.numpy()) == 70
     assert np.isfinite(lr(optim.make_schedule(config.tiny(), planned), 50))
+
+
+def test_planner_counts_the_budget_spent_before_a_resume():
+    """A resumed run has the rest of the budget: 30 s were trained before the backup, so
+    an epoch of 5.9 s leaves room for 4 more (not 9), and the plan says so."""
+    planned = tf.Variable(200, dtype=tf.int64)  # as restored from the backup
+    planner, time_now = _planner(planned, saved=30.0)
+    assert int(planned.numpy()) == 200  # the restored plan is kept until measured
+    planner.on_epoch_begin(3)
+    time_now.t += 5.9
+    planner.on_epoch_end(3)
+    # 4 done + 4 more of 5.9 s in the 60 - 35.9 s left
+    assert int(planned.numpy()) == 80
+    assert planner.clock.elapsed() == pytest.approx(35.9)
 
 
 def test_planner_does_not_plan_on_the_first_epochs_tracing_time():
     """The first epoch pays for tracing and the cache: the plan uses its steady steps and
     its validation, not its wall time (which would shorten the schedule, then lengthen it)."""
     planned = tf.Variable(0, dtype=tf.int64)
-    planner = optim.SchedulePlanner(planned, steps=10, epochs=100, minutes=1.0)
-    planner.on_train_begin()
+    planner, time_now = _planner(planned)
     planner.on_epoch_begin(0)
-    t0 = time.perf_counter() - 8.0  # the epoch took 8 s: 3 s tracing, 10 steps, validation
-    planner.started = planner.epoch_started = t0
-    planner._batch_times = [t0 + 3.0 + 0.45 * i for i in range(10)]  # 0.45 s steady steps
+    t0 = time_now.t  # the epoch takes 8 s: 3 s tracing, 10 steps of 0.45 s, validation
+    for i in range(10):
+        time_now.t = t0 + 3.0 + 0.45 * i
+        planner.on_train_batch_end(i)
+    time_now.t = t0 + 8.0
     planner.on_epoch_end(0)
     assert planner.first_estimate == pytest.approx(0.45 * 10 + 0.95, abs=0.05)
     assert int(planned.numpy()) == 100  # 1 done + 9 more of about 5.45 s in the 52 s left
     planner.on_epoch_begin(1)
-    planner.epoch_started -= 10.0  # the second epoch took 10 s: from now on, measured epochs
-    planner.started -= 10.0
+    time_now.t += 10.0  # the second epoch took 10 s: from now on, measured epochs
     planner.on_epoch_end(1)
     assert planner.epoch_times[1] == pytest.approx(10.0, abs=0.05)
     assert int(planned.numpy()) == 20 + 10 * int((60 - 18) // 10)

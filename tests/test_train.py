@@ -96,6 +96,19 @@ def scalars(logdir: Path) -> dict[str, list[float]]:
     return out
 
 
+def tensorboard_steps(logdir: Path, tag: str) -> dict[int, float]:
+    """``{step: value}`` of one scalar tag in ``logdir``'s event files."""
+    import tensorflow as tf
+
+    out = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    out[int(event.step)] = float(tf.make_ndarray(value.tensor))
+    return out
+
+
 def test_tensorboard_events(tiny_run):
     run_dir, result = tiny_run
     values = scalars(run_dir / "logs")
@@ -201,6 +214,127 @@ def test_resumes_after_sigkill(tmp_path):
     schedule = optim.make_schedule(cfg, 6 * steps)
     for row in history:
         assert row["learning_rate"] == pytest.approx(float(schedule(row["step"] - 1)), rel=1e-5)
+
+
+class StepTime:
+    """A run's time source that moves only with training steps: 1 s a step in the first
+    two epochs, 1.25 s from the third on (so the plan changes mid-run), and validation
+    takes no time; the plan and the budget then do not depend on how fast the machine
+    is. ``plans[epoch]`` is the plan an epoch began with. With ``kill_at``, the run dies
+    (as under SIGKILL, without its end-of-training steps) after that many steps in this
+    process."""
+
+    def __init__(self, kill_at: int | None = None):
+        import tensorflow as tf
+
+        owner = self
+
+        class Tick(tf.keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                owner.epoch = epoch
+                owner.plans[epoch + 1] = int(self.model.planned_steps.numpy())
+
+            def on_train_batch_end(self, batch, logs=None):
+                owner.t += 1.0 if owner.epoch < 2 else 1.25
+                owner.steps += 1
+                if owner.kill_at is not None and owner.steps >= owner.kill_at:
+                    raise Killed
+
+        self.t, self.steps, self.epoch, self.kill_at = 0.0, 0, 0, kill_at
+        self.plans: dict[int, int] = {}
+        self.callback = Tick()
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Killed(Exception):
+    pass
+
+
+def _budgeted(tmp_path, name, minutes, **changes):
+    cfg = config.replace(
+        config.tiny(),
+        {
+            "train.epochs": 12,
+            "train.patience": 100,
+            "train.max_minutes": minutes,
+            "train.steps_per_epoch": 8,
+            "data.prepared_dir": str(tmp_path / "prepared"),  # prepared once, shared
+            **changes,
+        },
+    )
+    return cfg, tmp_path / name
+
+
+def _run(cfg, run_dir, kill_at=None, **kwargs):
+    clock = StepTime(kill_at)
+    try:
+        result = train_cli.train(
+            cfg, run_dir, now=clock, extra_callbacks=[clock.callback], **kwargs
+        )
+    finally:
+        _run.plans = clock.plans
+    return result
+
+
+def test_a_budgeted_run_killed_mid_epoch_resumes_on_the_same_plan_and_stops_as_if_whole(
+    tmp_path,
+):
+    """train.max_minutes is the whole run's: killed in its 4th epoch and run again, a run
+    has only the rest of its budget, each epoch begins with the uninterrupted run's plan
+    (the backup holds the plan its epoch ended with), each epoch's learning rate is the
+    uninterrupted run's, and it stops after the same epoch."""
+    steps = 8  # train.steps_per_epoch
+    cfg, whole_dir = _budgeted(tmp_path, "whole", 1.0)  # 60 s: 6 epochs of 8 then 10 s
+    whole = _run(cfg, whole_dir)
+    whole_plans = _run.plans
+    assert whole["history"][0]["step"] == steps
+    assert whole["stopped_by"] == "time budget" and whole["epochs"] == 6
+    assert whole_plans[1] != whole_plans[6]  # the plan changed as the epochs slowed
+
+    cfg, run_dir = _budgeted(tmp_path, "resumed", 1.0)
+    with pytest.raises(Killed):
+        _run(cfg, run_dir, kill_at=3 * steps + 3)  # 3 steps into epoch 4
+    assert _run.plans == {e: whole_plans[e] for e in (1, 2, 3, 4)}
+    killed = json.loads((run_dir / "backup" / "config.json").read_text())
+    assert killed == json.loads(cfg.to_json())  # the backup says which config it belongs to
+    assert [row["epoch"] for row in train_cli.read_history(run_dir / "history.jsonl")] == [1, 2, 3]
+    resumed = _run(cfg, run_dir)
+    assert _run.plans == {e: whole_plans[e] for e in range(4, 7)}  # restored, not re-planned
+
+    assert resumed["epochs"] == whole["epochs"] and resumed["stopped_by"] == "time budget"
+    assert resumed["planned_steps"] == whole["planned_steps"]
+    assert resumed["train_seconds"] == whole["train_seconds"]  # one clock over both processes
+    for a, b in zip(whole["history"], resumed["history"], strict=True):
+        assert (a["epoch"], a["step"]) == (b["epoch"], b["step"])
+        assert a["elapsed_seconds"] == b["elapsed_seconds"], (a, b)
+        assert a["learning_rate"] == pytest.approx(b["learning_rate"], rel=1e-6), (a, b)
+    # TensorBoard's train/learning_rate at a step is the rate history.jsonl gives for
+    # the epoch that ended with that step (step 40 ends epoch 5)
+    logged = tensorboard_steps(run_dir / "logs" / "train", "train/learning_rate")
+    assert logged[40] == pytest.approx(resumed["history"][4]["learning_rate"], rel=1e-6)
+    # after the warm-up the learning rate only fell: it never jumped back up on resume
+    rates = [row["learning_rate"] for row in resumed["history"]]
+    assert all(later <= earlier for earlier, later in zip(rates[1:-1], rates[2:], strict=True)), (
+        rates
+    )
+
+
+def test_a_stopped_run_under_another_config_is_refused_and_fresh_starts_afresh(tmp_path):
+    cfg, run_dir = _budgeted(tmp_path, "run", 0.0)
+    with pytest.raises(Killed):
+        _run(cfg, run_dir, kill_at=10)
+    other = config.replace(cfg, {"train.learning_rate": 1e-3, "model.dim": 32})
+    with pytest.raises(train_cli.UsageError) as refused:
+        _run(other, run_dir)
+    message = str(refused.value)
+    assert "model.dim 16 -> 32" in message and "train.learning_rate 0.005 -> 0.001" in message
+    assert "--fresh" in message and "--run-dir" in message and "\n" not in message
+    assert (run_dir / "backup").is_dir()  # nothing lost: the same command still resumes
+    result = _run(other, run_dir, fresh=True)
+    assert [row["epoch"] for row in result["history"]] == list(range(1, result["epochs"] + 1))
+    assert json.loads((run_dir / "config.json").read_text())["model"]["dim"] == 32
 
 
 def free_ports(n: int) -> list[int]:
