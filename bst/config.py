@@ -461,6 +461,11 @@ def validate(cfg: Config) -> Config:
             f"data.dataset={cfg.data.dataset!r} with data.synthetic=true: add --set "
             "data.synthetic=false to use the release"
         )
+    if cfg.model.rating_head and cfg.data.format == "sasrec":
+        raise UsageError(
+            "model.rating_head=true with data.format=sasrec: the SasRec file has no "
+            "ratings to learn from; set model.rating_head=false"
+        )
     if cfg.data.side_data_dir and cfg.data.format not in ("auto", "sasrec"):
         raise UsageError(
             "data.side_data_dir is only used with data.format=sasrec "

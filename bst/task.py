@@ -270,7 +270,9 @@ class BSTTrainer(tf.keras.Model):
             rt = tf.boolean_mask(target, known)
             true = tf.cast(tf.boolean_mask(rating, known) - F.NUM_RESERVED + 1, tf.float32)
             pred = self.predict_rating(rq, tf.cast(tf.gather(catalog, rt), tf.float32))
-            loss += 0.1 * tf.reduce_mean(tf.square(pred - true))
+            # 0 (not NaN) for a batch without a known rating
+            squared = tf.reduce_sum(tf.square(pred - true))
+            loss += 0.1 * tf.math.divide_no_nan(squared, tf.cast(tf.size(true), tf.float32))
             self.rating_mae.update_state(true, pred)
         return loss
 

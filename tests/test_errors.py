@@ -120,6 +120,13 @@ def test_zip_over_the_size_limit_is_refused_before_writing(tmp_path):
             ["--set", "model.loss=sampled", "--set", "model.mask_seen=true"],
             "model.mask_seen=true needs model.loss=softmax",
         ),
+        (
+            [
+                *("--set", "data.synthetic=false", "--format", "sasrec"),
+                *("--set", "model.rating_head=true"),
+            ],
+            "model.rating_head=true with data.format=sasrec: the SasRec file has no ratings",
+        ),
     ],
 )
 def test_train_refuses_impossible_values_before_writing_anything(tmp_path, capsys, flags, message):

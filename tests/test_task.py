@@ -229,14 +229,14 @@ def test_mask_seen_lowers_the_loss_and_can_be_turned_off(tiny_cfg, tables):
 
 
 def test_a_batch_without_a_valid_target_has_a_finite_loss(tiny_cfg, tables):
-    """Every target padding or unknown: loss 0 and zero gradients, on both the default
-    and the static-shape (XLA) path, not NaN."""
+    """Every target padding or unknown: loss 0 and zero gradients, on the default and
+    the static-shape (XLA) path and with the rating head (no known rating), not NaN."""
     from bst import features as F
 
     batch, labels = next(iter(make_dataset(tiny_cfg, "train", batch_size=4, shuffle=False)))
     labels = {**labels, F.NEXT_MOVIE: tf.fill(tf.shape(labels[F.NEXT_MOVIE]), F.OOV)}
-    for jit in ("false", "true"):
-        cfg = config.replace(tiny_cfg, {"train.jit_compile": jit})
+    for jit, rating_head in (("false", False), ("true", False), ("false", True)):
+        cfg = config.replace(tiny_cfg, {"train.jit_compile": jit, "model.rating_head": rating_head})
         trainer = BSTTrainer(build_model(cfg, tables), cfg)
         with tf.GradientTape() as tape:
             loss = trainer.compute_loss_terms(batch, labels, training=False)
