@@ -138,6 +138,22 @@ def catalog_cross_entropy(
     return run(query, items)
 
 
+def replicas() -> int:
+    """Replicas training in sync here: 1 outside a replica context (and on one device)."""
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else int(context.num_replicas_in_sync)
+
+
+def global_count(count: tf.Tensor) -> tf.Tensor:
+    """``count`` (float32) summed over the replicas training in sync: a loss that is a
+    mean over the global batch divides each replica's sum by it, so the gradients that
+    the optimizer sums over replicas are those of one device on the whole batch."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return count
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+
+
 class BSTTrainer(tf.keras.Model):
     """Wraps the functional model with its training loss (``fit``/``evaluate``).
 
@@ -146,6 +162,13 @@ class BSTTrainer(tf.keras.Model):
     batch, their targets serving as each other's negatives, with log-Q correction by
     training-item frequency. With ``rating_head`` an MLP over [query, target item]
     predicts the rating (1..5) of the next event; its MSE is added with weight 0.1.
+
+    Under a distribution strategy each replica's loss is its share of the global batch's
+    (its sum over tokens divided by the tokens of every replica, :func:`global_count`;
+    the sampled loss, a sum over its rows, and the layers' regularizers divided by the
+    replicas), since the optimizer sums the replicas' gradients: R replicas give the
+    gradients one device gives on the same global batch. The loss shown and logged is
+    the global batch's.
     """
 
     def __init__(
@@ -233,7 +256,8 @@ class BSTTrainer(tf.keras.Model):
             log_probs = tf.nn.log_softmax(logits)
             picked = tf.gather(log_probs, label, batch_dims=2)  # (B, L)
             weight = tf.cast(valid, tf.float32)
-            loss = -tf.reduce_sum(picked * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+            tokens = tf.maximum(global_count(tf.reduce_sum(weight)), 1.0)
+            loss = -tf.reduce_sum(picked * weight) / tokens
         elif self.retrieval is None:
             # Only real movies are candidates: columns 0 and 1 (padding, unknown) are cut.
             # The matmul runs in bfloat16 with bf16_logits (accumulating in float32), else
@@ -246,10 +270,9 @@ class BSTTrainer(tf.keras.Model):
             per_token = catalog_cross_entropy(  # (M,) float32
                 q, items, t - F.NUM_RESERVED, mask, self.logits_dtype
             )
-            # the mean, and 0 (not NaN) for a batch without a valid target
-            loss = tf.math.divide_no_nan(
-                tf.reduce_sum(per_token), tf.cast(tf.size(per_token), tf.float32)
-            )
+            # the global batch's mean, and 0 (not NaN) for a batch without a valid target
+            tokens = global_count(tf.cast(tf.size(per_token), tf.float32))
+            loss = tf.math.divide_no_nan(tf.reduce_sum(per_token), tokens)
         else:
             count = tf.shape(t)[0]
             keep = tf.random.shuffle(tf.range(count))[: self.num_negatives]
@@ -262,7 +285,7 @@ class BSTTrainer(tf.keras.Model):
                 candidate_ids=t,
                 compute_metrics=False,
                 compute_batch_metrics=False,
-            )
+            ) / float(replicas())
         if self.rating_head is not None:
             rating = tf.cast(labels[F.NEXT_RATING], tf.int32)
             known = valid & (rating >= F.NUM_RESERVED)
@@ -272,7 +295,8 @@ class BSTTrainer(tf.keras.Model):
             pred = self.predict_rating(rq, tf.cast(tf.gather(catalog, rt), tf.float32))
             # 0 (not NaN) for a batch without a known rating
             squared = tf.reduce_sum(tf.square(pred - true))
-            loss += 0.1 * tf.math.divide_no_nan(squared, tf.cast(tf.size(true), tf.float32))
+            rated = global_count(tf.cast(tf.size(true), tf.float32))
+            loss += 0.1 * tf.math.divide_no_nan(squared, rated)
             self.rating_mae.update_state(true, pred)
         return loss
 
@@ -285,8 +309,9 @@ class BSTTrainer(tf.keras.Model):
         features, labels = data
         with tf.GradientTape() as tape:
             loss = self.compute_loss_terms(features, labels, training=True)
-            if self.model.losses:  # layer regularizers, if any
-                loss += tf.add_n([tf.cast(x, tf.float32) for x in self.model.losses])
+            if self.model.losses:  # layer regularizers, if any (once over the replicas)
+                penalty = tf.add_n([tf.cast(x, tf.float32) for x in self.model.losses])
+                loss += penalty / float(replicas())
             scaled = (
                 self.optimizer.get_scaled_loss(loss)
                 if hasattr(self.optimizer, "get_scaled_loss")
@@ -296,7 +321,8 @@ class BSTTrainer(tf.keras.Model):
         if hasattr(self.optimizer, "get_unscaled_gradients"):
             grads = self.optimizer.get_unscaled_gradients(grads)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
-        self.loss_tracker.update_state(loss)
+        # the metric averages the replicas' values: R shares of the mean make the mean
+        self.loss_tracker.update_state(loss * float(replicas()))
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
@@ -309,5 +335,5 @@ class BSTTrainer(tf.keras.Model):
                 for k, v in labels.items()
             }
         loss = self.compute_loss_terms(features, labels, training=False)
-        self.loss_tracker.update_state(loss)
+        self.loss_tracker.update_state(loss * float(replicas()))
         return {m.name: m.result() for m in self.metrics}

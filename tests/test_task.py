@@ -243,3 +243,88 @@ def test_a_batch_without_a_valid_target_has_a_finite_loss(tiny_cfg, tables):
         grads = tape.gradient(loss, trainer.trainable_variables)
         assert float(loss) == 0.0, jit
         assert all(np.all(np.isfinite(tf.convert_to_tensor(g))) for g in grads if g is not None)
+
+
+REPLICA_SCRIPT = """
+import json, sys
+import bst
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from bst import config
+from bst.data.prepared import Prepared
+from bst.model import Tables, build_model
+from bst.pipeline import make_dataset
+from bst.task import BSTTrainer
+
+overrides = json.loads(sys.argv[2])
+cfg = config.replace(config.tiny(), {"data.prepared_dir": sys.argv[1], "model.max_len": 6,
+    "model.dropout": 0.0, "model.feature_dropout": 0.0,
+    "train.bf16_logits": False,  # bfloat16 rounds the per-replica sums differently
+    **overrides})
+tables = Tables.from_prepared(Prepared.open(sys.argv[1]))
+batch = make_dataset(cfg, "train", batch_size=8, shuffle=False).take(1)
+tf.keras.utils.set_random_seed(0)
+initial = build_model(cfg, tables).get_weights()
+out = {}
+for name, strategy in (
+    ("one", tf.distribute.OneDeviceStrategy("/cpu:0")),
+    ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
+):
+    with strategy.scope():
+        trainer = BSTTrainer(build_model(cfg, tables), cfg)
+        trainer.compile(optimizer=tf.keras.optimizers.SGD(1.0))
+        trainer(next(iter(batch))[0], training=False)
+        trainer.model.set_weights(initial)
+        if trainer.rating_head is not None:  # built with the trainer: the first one's
+            trainer.rating_head(tf.zeros([1, 2 * cfg.model.dim]))
+        if trainer.rating_head is not None:  # built with the trainer: the first one's
+            if name == "one":
+                head = trainer.rating_head.get_weights()
+            trainer.rating_head.set_weights(head)
+    history = trainer.fit(batch, epochs=1, verbose=0)
+    out[name] = {
+        "replicas": strategy.num_replicas_in_sync,
+        "loss": history.history["loss"][0],
+        "delta": [float(np.abs(a - b).sum()) for a, b in zip(trainer.model.get_weights(), initial)],
+        "weights": [w.tolist() for w in trainer.model.get_weights()],
+    }
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"train.jit_compile": "true"}, {"model.rating_head": True}],
+    ids=["default", "static-shapes", "rating-head"],
+)
+def test_two_replicas_take_the_step_one_device_takes_on_the_same_global_batch(
+    prepared_dir, overrides
+):
+    """The loss is the global batch's mean, so the gradients the optimizer sums over two
+    replicas (2 logical CPUs, 4 users each, different token counts) are one device's on
+    all 8: one SGD step lands on the same weights, and the loss shown is the same."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-c", REPLICA_SCRIPT, str(prepared_dir), json.dumps(overrides)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    one, two = out["one"], out["two"]
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    assert sum(one["delta"]) > 0  # the step moved the weights
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    for a, b in zip(one["weights"], two["weights"], strict=True):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
