@@ -48,12 +48,46 @@ def _parser(prog: str, doc: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python -m {prog}", description=doc.strip().split("\n")[0], formatter_class=_Formatter
     )
+    parser._bst_aliases = []
     parser.add_argument(
         "--verbose",
         action="store_true",
         help="also show TensorFlow's own log lines (hidden by default unless they are errors)",
     )
     return parser
+
+
+def add_alias(parser, old: str, new: str, **kwargs) -> None:
+    """``old``, a former spelling of the flag ``new``: still accepted, hidden from
+    ``--help``; :func:`parse` moves its value to ``new`` (refusing both at once)."""
+    dest = new.lstrip("-").replace("-", "_")
+    parser.add_argument(old, dest=f"old_{dest}", default=None, help=argparse.SUPPRESS, **kwargs)
+    aliases = getattr(parser, "_bst_aliases", None)
+    if aliases is None:  # a mutually exclusive group registers on its parser
+        aliases = parser._bst_parent._bst_aliases
+    aliases.append((old, new, dest))
+
+
+def _given(argv: Sequence[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def _apply_aliases(parser: argparse.ArgumentParser, args, argv: Sequence[str]) -> None:
+    for old, new, dest in parser._bst_aliases:
+        value = getattr(args, f"old_{dest}")
+        delattr(args, f"old_{dest}")
+        if value is None:
+            continue
+        if _given(argv, new):
+            raise UsageError(f"{old} is the former name of {new}: give one of them")
+        setattr(args, dest, value)
+        setattr(args, f"{dest}_from", old)
+
+
+def _group(parser: argparse.ArgumentParser, **kwargs):
+    group = parser.add_mutually_exclusive_group(**kwargs)
+    group._bst_parent = parser
+    return group
 
 
 # --------------------------------------------------------------------------- parsers
@@ -68,8 +102,29 @@ DATASET_HELP = (
 )
 
 
-def add_data_source_flags(parser: argparse.ArgumentParser) -> None:
-    """``--format`` and ``--dataset``, the same in bst.train and pipelines.prepare."""
+# The data flags bst.train and pipelines.prepare share (same help, same checks, same
+# errors): each sets one data.* field, which --set may set instead (not both).
+DATA_FLAGS = {
+    "--data-dir": "data.data_dir",
+    "--format": "data.format",
+    "--dataset": "data.dataset",
+    "--side-data-dir": "data.side_data_dir",
+    "--catalog": "data.catalogs",
+    "--enriched": "data.enriched",
+    "--cold-fraction": "data.cold_fraction",
+    "--num-shards": "data.num_shards",
+}
+
+
+def add_data_flags(parser: argparse.ArgumentParser, enriched_where: str) -> None:
+    """The data flags of :data:`DATA_FLAGS`; ``enriched_where`` says where ``--catalog``'s
+    join (the enriched table and its report) is written."""
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="raw data folder (default: $BST_DATA_DIR or ~/.cache/bst, where ML-1M is "
+        "downloaded when missing)",
+    )
     parser.add_argument(
         "--format",
         choices=config_lib.FORMAT_NAMES,
@@ -84,6 +139,79 @@ def add_data_source_flags(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"{DATASET_HELP}: {', '.join(config_lib.DATASET_NAMES)}",
     )
+    parser.add_argument(
+        "--side-data-dir",
+        default=None,
+        help="format sasrec: a folder with ML-1M's movies.dat and users.dat (side features)",
+    )
+    parser.add_argument(
+        "--catalog",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="movie catalog with plot overviews (TMDB columns) to join to the movies by "
+        "title, for the overview text feature (repeatable; the joined table and its "
+        f"report go to {enriched_where}; default: no text)",
+    )
+    parser.add_argument(
+        "--enriched",
+        default=None,
+        metavar="CSV",
+        help="an enriched movie table from pipelines.enrich (overviews), instead of --catalog",
+    )
+    parser.add_argument(
+        "--cold-fraction",
+        type=float,
+        default=None,
+        help="cold-start protocol: hold this fraction (0..0.5) of the rated movies with an "
+        "overview out of training (needs --catalog or --enriched; default 0)",
+    )
+    low, high = (int(x) for x in config_lib.RANGES["data.num_shards"][:2])
+    parser.add_argument(
+        "--num-shards",
+        type=int,
+        default=None,
+        help=f"TFRecord shards per split, {low}..{high} (default 4)",
+    )
+
+
+def data_updates(args: argparse.Namespace, updates: dict) -> dict:
+    """``updates`` (the ``--set`` fields) with the data flags given merged in; one
+    :class:`UsageError` naming the flag for a bad value, a missing file, or a flag and
+    ``--set`` setting the same field."""
+    for flag, key in DATA_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is None or value == []:
+            continue
+        if key in updates:
+            raise UsageError(f"{flag} and --set {key} are both given: give one of them")
+        if key in config_lib.RANGES:
+            low, high, low_open, high_open = config_lib.RANGES[key]
+            inside = (value > low if low_open else value >= low) and (
+                value < high if high_open else value <= high
+            )
+            if not inside:  # NaN is outside too
+                interval = config_lib.interval(low, high, low_open, high_open)
+                raise UsageError(f"{flag} must be {interval}, got {value}")
+        updates[key] = tuple(value) if isinstance(value, list) else value
+    for flag in ("--catalog", "--enriched"):  # after the values: no file is read for those
+        value = getattr(args, flag[2:]) or []
+        for path in value if isinstance(value, list) else [value]:
+            if not Path(path).is_file():
+                raise UsageError(f"{flag} {path}: file not found")
+    return updates
+
+
+def checked_data(cfg: config_lib.Config) -> config_lib.Config:
+    """``cfg`` validated, with the rule a command's data flags add: ``--catalog`` and
+    ``--enriched`` not both (a run's saved config then holds both: the catalogs and the
+    table joined from them)."""
+    if cfg.data.catalogs and cfg.data.enriched:
+        raise UsageError(
+            "--catalog (data.catalogs) and --enriched (data.enriched) are both given: the "
+            "catalogs are joined into a new enriched table; give one of them"
+        )
+    return config_lib.validate(cfg)
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -97,19 +225,7 @@ def train_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config field, e.g. --set model.num_blocks=2 (repeatable)",
     )
-    parser.add_argument(
-        "--data-dir", default=None, help="raw data folder (default $BST_DATA_DIR or ~/.cache/bst)"
-    )
-    add_data_source_flags(parser)
-    parser.add_argument(
-        "--catalog",
-        action="append",
-        default=[],
-        metavar="CSV",
-        help="movie catalog with plot overviews (TMDB columns) to join to movies.dat and "
-        "train with as a text feature (repeatable; the join report goes to "
-        "<run-dir>/enriched; default: no text)",
-    )
+    add_data_flags(parser, "<run-dir>/enriched")
     parser.add_argument("--run-dir", default=None, help="run folder (default runs/<preset>)")
     parser.add_argument("--tpu", default=None, help="TPU name or address: use TPUStrategy")
     parser.add_argument(
@@ -119,13 +235,16 @@ def train_parser() -> argparse.ArgumentParser:
         "(default: a stopped run resumes when the config is the same, and is refused when "
         "it is not)",
     )
-    parser.add_argument(
-        "--export-dir",
+    export = _group(parser)
+    export.add_argument(
+        "--model-dir",
         default=None,
-        help="export the trained model here as the next SavedModel version ('' to skip; "
-        f"default {DEFAULT_EXPORT}, or <run-dir>/{DEFAULT_EXPORT} for synthetic data such as "
-        "the tiny preset, so a demo never replaces the real model)",
+        help="SavedModel base folder: the trained model is exported into it as its next "
+        f"version (default {DEFAULT_EXPORT}, or <run-dir>/{DEFAULT_EXPORT} for synthetic "
+        "data such as the tiny preset, so a demo never replaces the real model)",
     )
+    export.add_argument("--no-export", action="store_true", help="do not export the model")
+    add_alias(export, "--export-dir", "--model-dir")  # '' = --no-export
     return parser
 
 
@@ -133,7 +252,13 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser = _parser("bst.evaluate", "Evaluate a trained run against baselines.")
     parser.add_argument("--run-dir", required=True, help="a finished `python -m bst.train` run")
     parser.add_argument("--split", default="test", choices=EVAL_SPLITS)
-    parser.add_argument("--batch-size", type=int, default=1024, help="users ranked at a time")
+    parser.add_argument(
+        "--users-per-batch",
+        type=int,
+        default=1024,
+        help="users ranked at a time (more: faster, more memory)",
+    )
+    add_alias(parser, "--batch-size", "--users-per-batch", type=int)
     return parser
 
 
@@ -142,17 +267,24 @@ def recommend_parser() -> argparse.ArgumentParser:
         "bst.recommend", "Show a user's history next to the model's and the popular picks."
     )
     parser.add_argument("--run-dir", required=True, help="a `python -m bst.train` run folder")
-    who = parser.add_mutually_exclusive_group(required=True)
+    who = _group(parser, required=True)
     who.add_argument("--user", help="a user id of the run's data (their whole history is used)")
     who.add_argument("--movies", help="a new user: movie ids in time order, e.g. 1193,661,914")
-    where = parser.add_mutually_exclusive_group()
+    where = _group(parser)
     where.add_argument(
-        "--model",
-        help="exported SavedModel folder (newest version is used; default: the run's "
-        "own weights, in process)",
+        "--model-dir",
+        help="SavedModel base folder to answer from (its newest version; default: the "
+        "run's own weights, in process)",
     )
+    add_alias(where, "--model", "--model-dir")
     where.add_argument("--server", help="TF Serving REST base URL, e.g. http://127.0.0.1:8501")
-    parser.add_argument("--k", type=int, default=DEFAULT_K, help="recommendations to show")
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=DEFAULT_K,
+        help="recommendations to show (at most the "
+        "SavedModel's --top-k with --model-dir or --server)",
+    )
     parser.add_argument(
         "--history", type=int, default=DEFAULT_HISTORY, help="recent history events to show"
     )
@@ -162,8 +294,19 @@ def recommend_parser() -> argparse.ArgumentParser:
 def export_parser() -> argparse.ArgumentParser:
     parser = _parser("bst.export", "Export a trained run as a versioned SavedModel.")
     parser.add_argument("--run-dir", required=True, help="a finished `python -m bst.train` run")
-    parser.add_argument("--out", default=DEFAULT_EXPORT, help="model base folder")
-    parser.add_argument("--k", type=int, default=DEFAULT_K, help="recommendations per request")
+    parser.add_argument(
+        "--model-dir",
+        default=DEFAULT_EXPORT,
+        help="SavedModel base folder (the model is written as its next version)",
+    )
+    add_alias(parser, "--out", "--model-dir")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=DEFAULT_K,
+        help="recommendations the SavedModel returns per request (the most a client gets)",
+    )
+    add_alias(parser, "--k", "--top-k", type=int)
     parser.add_argument(
         "--force",
         action="store_true",
@@ -181,7 +324,11 @@ def export_parser() -> argparse.ArgumentParser:
 
 def serve_parser() -> argparse.ArgumentParser:
     parser = _parser("bst.serve", "A development server with TensorFlow Serving's REST API.")
-    parser.add_argument("--model-dir", default=DEFAULT_EXPORT, help="model base folder")
+    parser.add_argument(
+        "--model-dir",
+        default=DEFAULT_EXPORT,
+        help="SavedModel base folder (its newest version is served, new ones as they appear)",
+    )
     parser.add_argument("--port", type=int, default=8501, help="REST port (TF Serving's is 8501)")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the server"
@@ -220,16 +367,13 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def _check_train(args: argparse.Namespace) -> None:
-    """Build and validate the config now (``args.cfg``) and resolve ``args.export_dir``."""
+    """Build and validate the config now (``args.cfg``) and resolve ``args.export_dir``
+    (where the model is exported; '' for none)."""
     cfg = config_lib.preset(args.preset)
     updates = config_lib.parse_overrides(args.overrides)
     cfg = config_lib.replace(cfg, updates)
-    source_flags = (
-        ("--data-dir", args.data_dir),
-        ("--format", args.format),
-        ("--dataset", args.dataset),
-    )
-    for flag, value in source_flags:
+    for flag in ("--data-dir", "--format", "--dataset", "--side-data-dir"):
+        value = getattr(args, flag[2:].replace("-", "_"))
         if value and cfg.data.synthetic:
             raise UsageError(
                 f"{flag} {value}: the {args.preset} preset trains on synthetic data "
@@ -243,32 +387,24 @@ def _check_train(args: argparse.Namespace) -> None:
                 "are the batch's other targets, not the catalog"
             )
         updates["model.mask_seen"] = False  # the default does not apply; the config says so
-    if args.data_dir:
-        updates["data.data_dir"] = args.data_dir
-    if args.format:
-        updates["data.format"] = args.format
-    if args.dataset:
-        updates["data.dataset"] = args.dataset
-    for catalog in args.catalog:
-        if not Path(catalog).is_file():
-            raise UsageError(f"--catalog {catalog}: file not found")
-    if args.catalog:
-        updates["data.catalogs"] = tuple(args.catalog)
-    if (args.catalog or cfg.data.catalogs) and cfg.data.enriched:
-        raise UsageError(
-            "--catalog (data.catalogs) and data.enriched are both given: the catalogs are "
-            "joined into a new enriched table; give one of them"
-        )
-    args.cfg = config_lib.validate(config_lib.replace(cfg, updates))
+    updates = data_updates(args, updates)
+    args.cfg = checked_data(config_lib.replace(cfg, updates))
     args.run_dir = args.run_dir or f"runs/{args.preset}"
-    if args.export_dir is None:
+    if getattr(args, "model_dir_from", None) == "--export-dir" and args.model_dir == "":
+        args.no_export = True  # the former spelling of --no-export
+    if args.no_export:
+        args.export_dir = ""
+    elif args.model_dir:
+        args.export_dir = args.model_dir
+    else:
         synthetic = args.cfg.data.synthetic
         args.export_dir = f"{args.run_dir}/{DEFAULT_EXPORT}" if synthetic else DEFAULT_EXPORT
 
 
 def _check_evaluate(args: argparse.Namespace) -> None:
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.users_per_batch < 1:
+        flag = getattr(args, "users_per_batch_from", "--users-per-batch")
+        raise UsageError(f"{flag} must be >= 1, got {args.users_per_batch}")
 
 
 def _check_recommend(args: argparse.Namespace) -> None:
@@ -279,8 +415,9 @@ def _check_recommend(args: argparse.Namespace) -> None:
 
 
 def _check_export(args: argparse.Namespace) -> None:
-    if args.k < 1:
-        raise UsageError(f"--k must be >= 1, got {args.k}")
+    if args.top_k < 1:
+        flag = getattr(args, "top_k_from", "--top-k")
+        raise UsageError(f"{flag} must be >= 1, got {args.top_k}")
     if args.add_movies is not None and not Path(args.add_movies).is_file():
         raise UsageError(f"--add-movies {args.add_movies}: file not found")
 
@@ -296,8 +433,9 @@ def _check_serve(args: argparse.Namespace) -> None:
         raise UsageError(f"--poll-seconds must be in 0..86400 (0 = never), got {args.poll_seconds}")
     for name in ("intra_op_threads", "inter_op_threads"):
         if getattr(args, name) < 0:
+            flag = "--" + name.replace("_", "-")
             raise UsageError(
-                f"thread counts must be >= 0. Received: {name[:8]}={getattr(args, name)}"
+                f"{flag} must be >= 0 (0 = TensorFlow's choice), got {getattr(args, name)}"
             )
 
 
@@ -314,7 +452,10 @@ def parse(command: str, argv: Sequence[str] | None = None) -> argparse.Namespace
     """``argv`` parsed and checked for ``python -m bst.<command>``; raises
     :class:`UsageError` for a bad value (argparse itself exits 2 on a bad flag)."""
     build, check = COMMANDS[command]
-    args = build().parse_args(argv)
+    parser = build()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    _apply_aliases(parser, args, argv)
     check(args)
     return args
 

@@ -400,7 +400,7 @@ def _get(cfg: Config, key: str) -> Any:
     return getattr(getattr(cfg, section), name)
 
 
-def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+def interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
     if high == _INF:
         return f"> {low:g}" if low_open else f">= {low:g}"
     return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
@@ -421,7 +421,7 @@ def validate(cfg: Config) -> Config:
         ok = ok and (value < high if high_open else value <= high)
         if not ok:
             raise UsageError(
-                f"{key} must be {_interval(low, high, low_open, high_open)}, got {value!r}"
+                f"{key} must be {interval(low, high, low_open, high_open)}, got {value!r}"
             )
     if not (cfg.train.batch_size == -1 or cfg.train.batch_size >= 1):
         raise UsageError(
@@ -453,8 +453,8 @@ def validate(cfg: Config) -> Config:
         )
     if cfg.data.cold_fraction and not (cfg.data.catalogs or cfg.data.enriched):
         raise UsageError(
-            f"data.cold_fraction={cfg.data.cold_fraction:g} holds out movies that have an "
-            "overview: give --catalog (or data.enriched) too"
+            f"--cold-fraction (data.cold_fraction) {cfg.data.cold_fraction:g} holds out "
+            "movies that have an overview: give --catalog or --enriched too"
         )
     if cfg.data.synthetic and cfg.data.dataset:
         raise UsageError(

@@ -7,8 +7,9 @@ Full-catalog ranking of every evaluated user (the protocol of :mod:`bst.metrics`
 HR@K, NDCG@K for K in 1, 3, 5, 10, 20, MRR and catalog coverage@10 for the model and
 the popularity, ItemTransition and ItemKNN baselines, the same metrics by
 history-length bucket, and how popular the recommended movies are. Writes into
-``<run>/eval/`` (the test split) or ``<run>/eval-validation/`` (so one split's report
-never overwrites the other's):
+``<run>/eval/<split>/`` (``eval/test/``, ``eval/validation/``: one split's report never
+overwrites the other's; :func:`find_report` also finds the ``eval/`` and
+``eval-validation/`` folders of earlier versions):
 
 * ``metrics.json``: every figure below (what :func:`main` returns);
 * ``report.md``: the tables, the protocol in words and the published full-ranking
@@ -461,7 +462,7 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
         rows / values), ``popularity_bias``, ``published``, ``protocol``, ``seconds``, ...
     """
     if split not in (TEST, VALIDATION):
-        raise UsageError(f"`split` must be 'test' or 'validation'. Received: split={split!r}")
+        raise UsageError(f"split must be 'test' or 'validation', got {split!r}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run folder {run_dir} not found")
@@ -564,9 +565,31 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
 
 
 def eval_dir(run_dir: str | Path, split: str) -> Path:
-    """Where :func:`evaluate` writes ``split``'s report: ``<run>/eval/`` for the test
-    split, ``<run>/eval-validation/`` for the validation split."""
+    """Where :func:`evaluate` writes ``split``'s report: ``<run>/eval/<split>/``."""
+    return Path(run_dir) / "eval" / split
+
+
+def former_eval_dir(run_dir: str | Path, split: str) -> Path:
+    """Where bst wrote ``split``'s report before ``eval/<split>/``: ``<run>/eval/`` for
+    the test split, ``<run>/eval-<split>/`` for another."""
     return Path(run_dir) / ("eval" if split == TEST else f"eval-{split}")
+
+
+def find_report(run_dir: str | Path, split: str = TEST) -> Path:
+    """The folder holding ``split``'s evaluation of a run: ``eval/<split>/``, or the
+    folder an earlier bst wrote it to (:func:`former_eval_dir`)."""
+    for folder in (eval_dir(run_dir, split), former_eval_dir(run_dir, split)):
+        if (folder / "metrics.json").is_file():
+            return folder
+    raise UsageError(
+        f"no evaluation of the {split} split in {run_dir}: run python -m bst.evaluate "
+        f"--run-dir {run_dir} --split {split}"
+    )
+
+
+def read_report(run_dir: str | Path, split: str = TEST) -> dict:
+    """``split``'s ``metrics.json`` as :func:`evaluate` wrote it (either layout)."""
+    return json.loads((find_report(run_dir, split) / "metrics.json").read_text(encoding="utf-8"))
 
 
 def _train_epochs(run_dir: Path) -> int:
@@ -582,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     with cli_errors():
         args = cli.parse("evaluate", argv)
         cli.setup_logging(args.verbose)
-        result = evaluate(args.run_dir, args.split, args.batch_size)
+        result = evaluate(args.run_dir, args.split, args.users_per_batch)
     rows = {MODEL_NAME: result["model"][MODEL_NAME], **result["baselines"]}
     print("\n" + results_table(result["split"], result["users"], rows))
     print(f"report: {eval_dir(args.run_dir, result['split']) / 'report.md'}")

@@ -1,6 +1,6 @@
 """Export a trained run as a versioned SavedModel for TensorFlow Serving: ``python -m bst.export``.
 
-    python -m bst.export --run-dir runs/ml1m --out saved_models/bst [--k 10]
+    python -m bst.export --run-dir runs/ml1m --model-dir saved_models/bst [--top-k 10]
 
 Writes ``<out>/<version>/`` with the next integer version, built in a temporary
 folder beside it and renamed into place in one step, so a server watching
@@ -341,7 +341,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     with cli_errors():
         args = cli.parse("export", argv)
         cli.setup_logging(args.verbose)
-        path, written = export_version(args.run_dir, args.out, args.k, args.force, args.add_movies)
+        path, written = export_version(
+            args.run_dir, args.model_dir, args.top_k, args.force, args.add_movies
+        )
     if written:
         print(f"exported {path}")
     else:

@@ -2,7 +2,7 @@
 
     python -m bst.recommend --run-dir runs/ml1m --user 42                  # in-process model
     python -m bst.recommend --run-dir runs/ml1m --movies 1193,661,914      # a brand-new user
-    python -m bst.recommend --run-dir runs/ml1m --user 42 --model saved_models/bst
+    python -m bst.recommend --run-dir runs/ml1m --user 42 --model-dir saved_models/bst
     python -m bst.recommend --run-dir runs/ml1m --user 42 --server http://127.0.0.1:8501
 
 Prints the person's recent history (title, year, genres, rating; ``--history N``,
@@ -16,7 +16,7 @@ Model sources:
 * default: the run's weights, in process. A known user is scored with everything
   the model was trained on (time gaps, ratings, profile); a ``--movies`` list with
   movie ids only, the rest unknown, exactly as the exported model does.
-* ``--model DIR``: the newest integer version under ``DIR`` (or ``DIR`` itself when
+* ``--model-dir DIR``: the newest integer version under ``DIR`` (or ``DIR`` itself when
   it holds ``saved_model.pb``), as written by ``python -m bst.export``.
 * ``--server URL``: TF Serving's REST API (``tensorflow/serving`` or
   ``python -m bst.serve``) through :class:`bst.client.BSTClient`.
@@ -278,7 +278,12 @@ class ServerSource(_Exported):
     """A TF Serving REST endpoint (``tensorflow/serving`` or ``python -m bst.serve``)."""
 
     def __init__(self, url: str) -> None:
-        self.client = BSTClient(url, timeout=60.0)
+        try:
+            self.client = BSTClient(url, timeout=60.0)
+        except ValueError:  # the client's own wording names its argument, not the flag
+            raise UsageError(
+                f"--server must be a REST base URL such as http://127.0.0.1:8501, got {url!r}"
+            ) from None
         self.label = f"server {self.client.base_url}"
         self.titles = {}
 
@@ -533,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             args.run_dir,
             user=args.user,
             movies=None if args.movies is None else parse_movie_ids(args.movies),
-            model_dir=args.model,
+            model_dir=args.model_dir,
             server=args.server,
             k=args.k,
             history=args.history,

@@ -61,7 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lowest", type=int, default=20, help="lowest-scoring matches to list in the report"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress in detail")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="log every step of the join (DEBUG lines)",
+    )
+    # the former spelling of --debug, still accepted
+    parser.add_argument(
+        "-v", "--verbose", dest="debug", action="store_true", help=argparse.SUPPRESS
+    )
     return parser
 
 
@@ -75,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         parser.error(f"--lowest must be 0 or more, got {args.lowest}")
     if not logging.getLogger().handlers:
         logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.INFO,
+            level=logging.DEBUG if args.debug else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
     try:

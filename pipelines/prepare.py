@@ -3,10 +3,13 @@
     python -m pipelines.prepare --data-dir ../shared/data/ml-1m --out data/prepared/ml1m
     python -m pipelines.prepare --format sasrec --data-dir ../shared/data/ml-1m-sasrec \\
         --side-data-dir ../shared/data/ml-1m --out data/prepared/sasrec
+    python -m pipelines.prepare --data-dir ../shared/data/ml-1m \\
+        --catalog ../shared/data/catalogs/tmdb_5000_movies.csv --out data/prepared/ml1m-text
     python -m pipelines.prepare --data-dir my-log --set data.user_column=customer \\
         --out data/prepared/mine
 
-A thin driver: the step itself is :func:`bst.data.prepare.prepare` (what it writes:
+Its data flags are bst.train's (:func:`bst.cli.add_data_flags`: the same help, checks
+and errors). A thin driver: the step itself is :func:`bst.data.prepare.prepare` (what it writes:
 :mod:`bst.data.prepared`). Arguments are parsed and checked before TensorFlow starts
 (``--help`` and mistakes answer at once), and TensorFlow's start-up banners are kept
 off the terminal unless ``--verbose``, as in the ``bst`` commands; so
@@ -17,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import cli
 from bst import config as config_lib
-from bst.config import RANGES, default_data_dir
+from bst.config import default_data_dir
 from bst.errors import UsageError, cli_errors
-
-MAX_SHARDS = int(RANGES["data.num_shards"][1])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,14 +35,8 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder with the raw files (default: $BST_DATA_DIR or ~/.cache/bst, where ML-1M "
-        "is downloaded if missing)",
-    )
     p.add_argument("--out", required=True, help="output folder")
-    cli.add_data_source_flags(p)
+    cli.add_data_flags(p, "<out>-enriched/")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -51,56 +47,29 @@ def parser() -> argparse.ArgumentParser:
         "(repeatable)",
     )
     p.add_argument(
-        "--side-data-dir", default=None, help="sasrec: folder with movies.dat and users.dat"
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's own log lines (hidden by default unless they are errors)",
     )
-    p.add_argument(
-        "--num-shards",
-        type=int,
-        default=None,
-        help=f"TFRecord shards per split, 1..{MAX_SHARDS} (default 4)",
-    )
-    p.add_argument("--enriched", default=None, help="CSV from pipelines.enrich (overviews)")
-    p.add_argument(
-        "--cold-fraction",
-        type=float,
-        default=None,
-        help="cold-start protocol: hold this fraction (0..0.5) of the rated movies with an "
-        "overview out of training (needs --enriched)",
-    )
-    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines too")
     return p
+
+
+def enriched_dir(out: str | Path) -> Path:
+    """Where ``--catalog``'s join is written: ``<out>-enriched/`` beside the prepared
+    folder (which the prepare step replaces as a whole)."""
+    out = Path(out)
+    return out.with_name(out.name + "-enriched")
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The arguments, checked (one :class:`UsageError` for an impossible value)."""
     args = parser().parse_args(argv)
-    if args.num_shards is not None and not 1 <= args.num_shards <= MAX_SHARDS:
-        raise UsageError(f"--num-shards must be in 1..{MAX_SHARDS}, got {args.num_shards}")
-    if args.cold_fraction is not None and not 0.0 <= args.cold_fraction <= 0.5:  # NaN fails
-        raise UsageError(f"--cold-fraction must be in [0, 0.5], got {args.cold_fraction}")
     updates = config_lib.parse_overrides(args.overrides)
     for key in updates:
         if not key.startswith("data."):
             raise UsageError(f"--set {key}: pipelines.prepare takes only data.* fields")
-    flags = {
-        "data.data_dir": ("--data-dir", args.data_dir),
-        "data.format": ("--format", args.format),
-        "data.dataset": ("--dataset", args.dataset),
-        "data.side_data_dir": ("--side-data-dir", args.side_data_dir),
-        "data.num_shards": ("--num-shards", args.num_shards),
-        "data.enriched": ("--enriched", args.enriched),
-        "data.cold_fraction": ("--cold-fraction", args.cold_fraction),
-    }
-    for key, (flag, value) in flags.items():
-        if value is None:
-            continue
-        if key in updates:
-            raise UsageError(f"{flag} and --set {key} are both given: give one of them")
-        updates[key] = value
-    cfg = config_lib.replace(config_lib.ml1m(), updates)
-    if cfg.data.cold_fraction and not cfg.data.enriched:
-        raise UsageError("--cold-fraction holds out movies that have an overview: give --enriched")
-    args.cfg = config_lib.validate(cfg)
+    updates = cli.data_updates(args, updates)
+    args.cfg = cli.checked_data(config_lib.replace(config_lib.ml1m(), updates))
     return args
 
 
@@ -109,16 +78,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args = parse(argv)
         cli.setup_logging(args.verbose)
         # imports TensorFlow: after the checks above
-        from bst.data.prepare import columns_of, prepare
+        from bst.data.prepare import columns_of, join_catalogs, prepare
 
         data = args.cfg.data
+        data_dir = data.data_dir or default_data_dir()
+        enriched = data.enriched or None
+        if data.catalogs:
+            enriched = join_catalogs(args.cfg, data_dir, enriched_dir(args.out))
         manifest = prepare(
-            data.data_dir or default_data_dir(),
+            data_dir,
             args.out,
             data.format,
             data.side_data_dir or None,
             data.num_shards,
-            data.enriched or None,
+            enriched,
             data.cold_fraction,
             dataset=data.dataset,
             columns=columns_of(args.cfg),

@@ -76,8 +76,7 @@ def tiny_on_files(data_dir: Path, run_dir: Path, *flags: str, export_dir: str = 
         str(data_dir),
         "--run-dir",
         str(run_dir),
-        "--export-dir",
-        export_dir,
+        *(["--model-dir", export_dir] if export_dir else ["--no-export"]),
         *flags,
     ]
 
@@ -89,7 +88,7 @@ def trained_run(tmp_path_factory) -> Path:
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     train.main(
-        ["--preset", "tiny", "--run-dir", str(run_dir), "--export-dir", str(run_dir / "saved")]
+        ["--preset", "tiny", "--run-dir", str(run_dir), "--model-dir", str(run_dir / "saved")]
     )
     return run_dir
 

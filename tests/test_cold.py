@@ -123,9 +123,9 @@ def test_evaluate_reports_the_held_out_targets_and_the_text_beats_the_baselines(
     # the ring, so the text-aware model ranks it above them.
     for name in ("popularity", "item_transition"):
         assert models["BST"]["mrr"] > 1.5 * models[name]["mrr"], (name, models)
-    report = (run_dir / "eval" / "report.md").read_text()
+    report = (run_dir / "eval" / "test" / "report.md").read_text()
     assert "## Cold start: targets held out of training" in report
-    saved = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    saved = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
     assert saved["cold_start"]["users"] == cold["users"]
 
 
@@ -203,7 +203,7 @@ def test_bad_new_movie_files_are_one_line(trained_run, tmp_path, capsys, rows, m
     out = tmp_path / "saved"
     with pytest.raises(SystemExit) as exit_:
         export_cli.main(
-            ["--run-dir", str(trained_run), "--out", str(out), "--add-movies", str(new_csv)]
+            ["--run-dir", str(trained_run), "--model-dir", str(out), "--add-movies", str(new_csv)]
         )
     assert exit_.value.code == 2
     err = capsys.readouterr().err
@@ -247,3 +247,24 @@ def test_prepared_folder_with_another_cold_fraction_is_refused(cold_run, tmp_pat
         )
     assert exit_.value.code == 2
     assert "data.cold_fraction=0.2 but this run asks for 0" in capsys.readouterr().err
+
+
+def test_prepare_takes_the_data_flags_of_train_and_prepares_the_same(
+    cold_run, synthetic_dir, tmp_path
+):
+    """pipelines.prepare --catalog --cold-fraction joins beside its folder and writes the
+    prepared data bst.train --catalog --set data.cold_fraction wrote for its run."""
+    from pipelines import prepare as prepare_cli
+
+    run_dir, _ = cold_run
+    out = tmp_path / "p"
+    catalog = run_dir.parent / "catalog.csv"
+    flags = ["--catalog", str(catalog), "--cold-fraction", "0.2", "--num-shards", "2"]
+    manifest = prepare_cli.main(["--data-dir", str(synthetic_dir), "--out", str(out), *flags])
+    assert (tmp_path / "p-enriched" / "movies_enriched.csv").is_file()
+    assert (tmp_path / "p-enriched" / "movies_enriched.report.md").is_file()
+    assert not list(synthetic_dir.glob("movies_enriched*"))  # nothing into the data folder
+    trained = json.loads((run_dir / "prepared" / "manifest.json").read_text())
+    for name in ("sequences.tsv", "vocab/movie_id.txt", "vocab/text.txt"):
+        assert manifest["outputs"][name] == trained["outputs"][name], name
+    assert manifest["cold_start"] == trained["cold_start"]

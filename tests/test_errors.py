@@ -94,8 +94,13 @@ def test_zip_over_the_size_limit_is_refused_before_writing(tmp_path):
     archive = tmp_path / "big.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("ml-1m/ratings.dat", b"0" * 200_000)
-    with pytest.raises(DataError, match="unpacks to 0 MiB.*over the 0 MiB limit"):
+    with pytest.raises(DataError) as err:
         dl.safe_extract(archive, tmp_path / "out", max_bytes=100_000)
+    # 200,000 bytes against a 100,000-byte limit, in units a person can read
+    assert (
+        "refusing to extract: it unpacks to 195 KiB (largest member 'ml-1m/ratings.dat', "
+        "195 KiB), 97.7 KiB over the 97.7 KiB limit"
+    ) in str(err.value)
     assert not (tmp_path / "out").exists()
 
 
@@ -132,7 +137,7 @@ def test_zip_over_the_size_limit_is_refused_before_writing(tmp_path):
 def test_train_refuses_impossible_values_before_writing_anything(tmp_path, capsys, flags, message):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_:
-        train_cli.main(["--preset", "tiny", "--run-dir", str(run_dir), "--export-dir", "", *flags])
+        train_cli.main(["--preset", "tiny", "--run-dir", str(run_dir), "--no-export", *flags])
     assert exit_.value.code == 2
     assert message in one_error_line(capsys)
     assert not run_dir.exists()  # nothing written, config.json least of all
@@ -149,7 +154,7 @@ def test_run_dir_that_cannot_be_a_folder(tmp_path, capsys, where):
     blocker.write_text("keep me\n")
     run_dir = {"file": blocker, "under a file": blocker / "run", "in /proc": "/proc/bst-run"}[where]
     with pytest.raises(SystemExit) as exit_:
-        train_cli.main(["--preset", "tiny", "--run-dir", str(run_dir), "--export-dir", ""])
+        train_cli.main(["--preset", "tiny", "--run-dir", str(run_dir), "--no-export"])
     assert exit_.value.code == 2
     line = one_error_line(capsys)
     assert "run folder" in line and str(run_dir) in line
@@ -190,7 +195,7 @@ def test_prepare_refuses_impossible_shard_counts_before_writing(
             ["--data-dir", str(synthetic_dir), "--out", str(out), "--num-shards", shards]
         )
     assert exit_.value.code == 2
-    assert f"--num-shards must be in 1..4096, got {shards}" in one_error_line(capsys)
+    assert f"--num-shards must be in [1, 4096], got {shards}" in one_error_line(capsys)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -306,7 +311,7 @@ def _start(args: list[str], log_path: Path, marker: str, seconds: float = 240):
 def test_ctrl_c_in_train_is_one_line_exit_130_and_keeps_the_backup(tmp_path):
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "bst.train", "--preset", "tiny", "--run-dir", str(run_dir)]
-    args += ["--export-dir", "", "--set", "train.epochs=500", "--set", "train.patience=500"]
+    args += ["--no-export", "--set", "train.epochs=500", "--set", "train.patience=500"]
     proc, log = _start(args, tmp_path / "train.log", "epoch 1: state backed up")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
@@ -342,3 +347,20 @@ def test_sampled_loss_turns_the_default_mask_seen_off_in_the_saved_config():
     args = cli.parse("train", ["--preset", "tiny", "--set", "model.loss=sampled"])
     assert args.cfg.model.loss == "sampled" and args.cfg.model.mask_seen is False
     assert cli.parse("train", ["--preset", "tiny"]).cfg.model.mask_seen is True
+
+
+@pytest.mark.parametrize(
+    "size, text",
+    [
+        (0, "0 bytes"),
+        (1, "1 bytes"),
+        (1023, "1,023 bytes"),
+        (1024, "1.0 KiB"),
+        (100_000, "97.7 KiB"),
+        (24 * 2**20, "24.0 MiB"),
+        (2 << 30, "2.0 GiB"),
+        (300 * 2**30, "300 GiB"),
+    ],
+)
+def test_sizes_are_never_rounded_to_zero(size, text):
+    assert dl.size_text(size) == text

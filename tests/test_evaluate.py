@@ -64,7 +64,7 @@ def test_popularity_ranks_and_profile():
 @pytest.mark.slow
 def test_writes_metrics_report_and_plots(evaluated):
     run_dir, result = evaluated
-    out = run_dir / "eval"
+    out = run_dir / "eval" / "test"
     written = json.loads((out / "metrics.json").read_text())
     assert written["model"]["BST"] == pytest.approx(result["model"]["BST"])
     assert written["split"] == "test" and written["users"] == result["users"] > 0
@@ -194,11 +194,29 @@ def test_validation_split(evaluated):
     _, _, prepared = load_run(run_copy)
     assert result["split"] == "validation"
     assert result["users"] == load_eval_data(prepared.folder, "validation").num_users
-    saved = json.loads((run_copy / "eval-validation" / "metrics.json").read_text())
+    saved = json.loads((run_copy / "eval" / "validation" / "metrics.json").read_text())
     assert saved["split"] == "validation"
     # the test report beside it stays the test report
-    assert json.loads((run_copy / "eval" / "metrics.json").read_text())["split"] == "test"
-    assert "on the validation split" in (run_copy / "eval-validation" / "report.md").read_text()
+    assert ev.read_report(run_copy, "test")["split"] == "test"
+    assert ev.read_report(run_copy, "validation") == saved
+    assert "on the validation split" in (run_copy / "eval/validation/report.md").read_text()
+
+
+def test_reports_of_the_former_layout_are_still_found(tmp_path):
+    """Runs evaluated before eval/<split>/ hold eval/metrics.json (test) and
+    eval-validation/: read_report finds them, and the new layout wins where both are."""
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval-validation").mkdir()
+    (run / "eval" / "metrics.json").write_text('{"split": "test", "old": true}')
+    (run / "eval-validation" / "metrics.json").write_text('{"split": "validation"}')
+    assert ev.read_report(run, "test") == {"split": "test", "old": True}
+    assert ev.find_report(run, "validation") == run / "eval-validation"
+    (run / "eval" / "test").mkdir()
+    (run / "eval" / "test" / "metrics.json").write_text('{"split": "test"}')
+    assert ev.read_report(run, "test") == {"split": "test"}
+    with pytest.raises(ev.UsageError, match="no evaluation of the validation split"):
+        ev.find_report(tmp_path / "elsewhere", "validation")
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "no_weights"])

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def exported(trained_run, tmp_path_factory):
     base = tmp_path_factory.mktemp("saved") / "bst"
-    first = export_cli.main(["--run-dir", str(trained_run), "--out", str(base), "--k", "5"])
+    first = export_cli.main(
+        ["--run-dir", str(trained_run), "--model-dir", str(base), "--top-k", "5"]
+    )
     return base, first
 
 
@@ -43,11 +45,13 @@ def test_versions_increase_and_nothing_half_written(exported, trained_run, capsy
     base, first = exported
     assert first == base / "1"
     # the same weights again: no copy, unless --force
-    again = export_cli.main(["--run-dir", str(trained_run), "--out", str(base), "--k", "5"])
+    again = export_cli.main(
+        ["--run-dir", str(trained_run), "--model-dir", str(base), "--top-k", "5"]
+    )
     assert again == first and "nothing written" in capsys.readouterr().out
     assert sorted(p.name for p in base.iterdir()) == ["1"]
     second = export_cli.main(
-        ["--run-dir", str(trained_run), "--out", str(base), "--k", "5", "--force"]
+        ["--run-dir", str(trained_run), "--model-dir", str(base), "--top-k", "5", "--force"]
     )
     assert second == base / "2"
     # no temporary folders (or their owner files) left
@@ -178,7 +182,7 @@ def test_padding_and_batch_company_do_not_change_scores(run, loaded):
 
 def test_missing_run_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        export_cli.main(["--run-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+        export_cli.main(["--run-dir", str(tmp_path), "--model-dir", str(tmp_path / "o")])
     assert exit_.value.code == 2
     assert "config.json not found" in capsys.readouterr().err
 

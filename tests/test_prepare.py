@@ -201,7 +201,11 @@ def test_cold_fraction_holds_movies_out_of_training(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--cold-fraction", "0.1"], "--cold-fraction holds out movies that have an overview"),
+        (
+            ["--cold-fraction", "0.1"],
+            "--cold-fraction (data.cold_fraction) 0.1 holds out movies that have an overview: "
+            "give --catalog or --enriched too",
+        ),
         (["--cold-fraction", "0.9", "--enriched", "x.csv"], "--cold-fraction must be in [0, 0.5]"),
         (["--cold-fraction", "nan", "--enriched", "x.csv"], "--cold-fraction must be in [0, 0.5]"),
     ],

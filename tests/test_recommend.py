@@ -125,7 +125,9 @@ def test_saved_model_matches_in_process_for_movie_list(trained_run, exported):
     vocab = vocab_of(trained_run)
     movies = ",".join([vocab[5], vocab[2], vocab[7]])
     here = rec.main(["--run-dir", str(trained_run), "--movies", movies])
-    saved = rec.main(["--run-dir", str(trained_run), "--movies", movies, "--model", str(exported)])
+    saved = rec.main(
+        ["--run-dir", str(trained_run), "--movies", movies, "--model-dir", str(exported)]
+    )
     assert saved["source"] == f"SavedModel {exported / '1'}"
     assert ids_of(saved["model"]) == ids_of(here["model"])
     assert [m["score"] for m in saved["model"]] == pytest.approx(
@@ -202,7 +204,7 @@ def test_a_model_from_another_catalog_is_refused(other_catalog_run, exported, ca
     argv = ["--run-dir", str(other_catalog_run), "--movies", vocab[3]]
     with pytest.raises(SystemExit) as info:
         if via == "model":
-            rec.main([*argv, "--model", str(exported)])
+            rec.main([*argv, "--model-dir", str(exported)])
         else:
             with rest.ServerThread(rest.create_app(exported, poll_seconds=0)) as server:
                 rec.main([*argv, "--server", server.url])
@@ -225,9 +227,13 @@ def _closed_port() -> int:
         (["--movies", "no-such-movie,99999"], "none of the 2 movie ids is known"),
         (["--movies", ""], "the movie list is empty"),
         (["--movies", " , ,"], "the movie list is empty"),
-        (["--user", "1", "--model", "{tmp}/empty"], "no SavedModel under"),
+        (["--user", "1", "--model-dir", "{tmp}/empty"], "no SavedModel under"),
         (["--user", "1", "--server", "http://127.0.0.1:{port}"], "cannot reach the server"),
         (["--user", "1", "--run-dir", "{tmp}/no-run"], "run folder"),
+        (
+            ["--user", "1", "--server", "ftp://x"],
+            "--server must be a REST base URL such as http://127.0.0.1:8501, got 'ftp://x'",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(trained_run, tmp_path, capsys, args, message):

@@ -532,7 +532,10 @@ def test_thread_flags_size_tensorflows_pools_in_a_fresh_process():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--intra-op-threads", "-1"], "thread counts must be >= 0. Received: intra_op=-1"),
+        (
+            ["--intra-op-threads", "-1"],
+            "--intra-op-threads must be >= 0 (0 = TensorFlow's choice), got -1",
+        ),
         # this test process has long started TensorFlow: too late to size its pools
         (["--intra-op-threads", "1"], "only be sized before it starts"),
     ],

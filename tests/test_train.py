@@ -147,8 +147,7 @@ def test_bad_override_exits_2(tmp_path, capsys):
                 str(tmp_path),
                 "--set",
                 "model.blocks=2",
-                "--export-dir",
-                "",
+                "--no-export",
             ]
         )
     assert exit_.value.code == 2
@@ -164,8 +163,7 @@ def command(run_dir: Path, *extra: str) -> list[str]:
         "tiny",
         "--run-dir",
         str(run_dir),
-        "--export-dir",
-        "",
+        "--no-export",
         *extra,
     ]
 
@@ -393,6 +391,9 @@ def test_two_workers_end_with_identical_weights(tmp_path):
     [
         (["--preset", "tiny", "--run-dir", "runs/demo"], "runs/demo/saved_models/bst"),
         (["--preset", "ml1m", "--run-dir", "runs/x"], "saved_models/bst"),
+        (["--preset", "tiny", "--model-dir", "elsewhere"], "elsewhere"),
+        (["--preset", "tiny", "--no-export"], ""),
+        # the former spellings still work
         (["--preset", "tiny", "--export-dir", "elsewhere"], "elsewhere"),
         (["--preset", "tiny", "--export-dir", ""], ""),
     ],
@@ -400,7 +401,9 @@ def test_two_workers_end_with_identical_weights(tmp_path):
 def test_a_synthetic_demo_never_exports_over_the_real_model(monkeypatch, argv, expected):
     seen = {}
     monkeypatch.setattr(
-        train_cli, "train", lambda cfg, run_dir, tpu, export_dir: seen.update(export_dir=export_dir)
+        train_cli,
+        "train",
+        lambda cfg, run_dir, tpu, export_dir, fresh: seen.update(export_dir=export_dir),
     )
     train_cli.main(argv)
     assert seen["export_dir"] == expected

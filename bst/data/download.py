@@ -63,6 +63,18 @@ def verify_md5(path: str | Path, expected: str) -> None:
 MAX_UNPACKED_BYTES = 2 << 30
 
 
+def size_text(size: int) -> str:
+    """``size`` bytes for a person: bytes, KiB, MiB or GiB, never rounded to 0 (a
+    non-zero size shows at least one significant digit)."""
+    if size < 1024:
+        return f"{size:,} bytes"
+    for unit, scale in (("KiB", 2**10), ("MiB", 2**20), ("GiB", 2**30)):
+        if size < 1024 * scale or unit == "GiB":
+            value = size / scale
+            return f"{value:,.1f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
 def safe_extract(
     archive: str | Path, target: str | Path, max_bytes: int = MAX_UNPACKED_BYTES
 ) -> list[Path]:
@@ -91,9 +103,10 @@ def safe_extract(
         if total > max_bytes:
             biggest = max(zf.infolist(), key=lambda info: info.file_size)
             raise DataError(
-                f"refusing to extract: it unpacks to {total / 2**20:,.0f} MiB (largest member "
-                f"{biggest.filename!r}, {biggest.file_size / 2**20:,.0f} MiB), over the "
-                f"{max_bytes / 2**20:,.0f} MiB limit (ml-1m.zip unpacks to 24 MiB)",
+                f"refusing to extract: it unpacks to {size_text(total)} (largest member "
+                f"{biggest.filename!r}, {size_text(biggest.file_size)}), "
+                f"{size_text(total - max_bytes)} over the {size_text(max_bytes)} limit "
+                "(ml-1m.zip unpacks to 24 MiB)",
                 archive,
             )
         target.mkdir(parents=True, exist_ok=True)

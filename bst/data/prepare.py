@@ -511,7 +511,7 @@ def ensure_prepared(cfg: Config, run_dir: Path, chief: bool = True) -> Config:
         data_dir = str(config_lib.default_data_dir())
         cfg = config_lib.replace(cfg, {"data.data_dir": data_dir})  # say what was used
     if cfg.data.catalogs:
-        enriched = join_catalogs_for_run(cfg, data_dir, run_dir)
+        enriched = join_catalogs(cfg, data_dir, run_dir / ENRICHED_DIR)
         cfg = config_lib.replace(cfg, {"data.enriched": str(enriched)})
     log.info("preparing %s into %s", data_dir, prepared)  # the format is logged once found
     prepare(
@@ -547,10 +547,10 @@ ENRICHED_DIR = "enriched"
 ENRICHED_FILE = "movies_enriched.csv"
 
 
-def join_catalogs_for_run(cfg: Config, data_dir: str | Path, run_dir: Path) -> Path:
-    """Join ``movies.dat`` to ``cfg.data.catalogs`` (``bst.train --catalog``); returns the
-    enriched table, ``<run_dir>/enriched/movies_enriched.csv``, with the join report
-    (``.report.json``, ``.report.md``) beside it."""
+def join_catalogs(cfg: Config, data_dir: str | Path, out_dir: Path) -> Path:
+    """Join ``movies.dat`` to ``cfg.data.catalogs`` (``--catalog``); returns the enriched
+    table, ``<out_dir>/movies_enriched.csv``, with the join report (``.report.json``,
+    ``.report.md``) beside it. ``bst.train`` writes it into ``<run_dir>/enriched``."""
     found, folder = formats.resolve(data_dir, cfg.data.format, cfg.data.dataset)
     if found.name == "ml1m":
         movies = folder / "movies.dat"
@@ -562,7 +562,7 @@ def join_catalogs_for_run(cfg: Config, data_dir: str | Path, run_dir: Path) -> P
             f"data.side_data_dir to a folder with movies.dat (format {found.name} is not "
             "supported yet)"
         )
-    out = run_dir / ENRICHED_DIR / ENRICHED_FILE
+    out = Path(out_dir) / ENRICHED_FILE
     result, report = enrich(movies, [Path(c) for c in cfg.data.catalogs], out)
     log.info(
         "joined %d catalog(s) to %s: %d of %d movies have an overview (%.1f %%); report in %s",
