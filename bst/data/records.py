@@ -50,10 +50,6 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def shard_pattern(split: str) -> str:
-    return f"{split}-*.tfrecord"
-
-
 def profile_tokens(
     gender: tf.Tensor, age: tf.Tensor, occupation: tf.Tensor, zip_code: tf.Tensor
 ) -> dict[str, tf.Tensor]:
