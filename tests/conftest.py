@@ -117,3 +117,30 @@ def served_and_expected_top_k(cfg, model, prepared, loaded, k: int = 5, batch: i
     expected = vocab[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
     out = loaded.signatures["serving_default"](history=tf.constant(vocab[ids]))
     return vocab[ids], out["movie_ids"].numpy().astype(str)[:, :k], expected
+
+
+def brute_force_metrics(score_rows, histories, targets) -> dict[str, float]:
+    """HR@10, NDCG@10 and MRR counted one user and one movie at a time, independently of
+    bst.metrics: a target's rank is 1 + the movies (not reserved, not in the history
+    unless it is the target) scoring at least as high (ties count against it); a target
+    that is padding or unknown counts as never ranked."""
+    import math
+
+    from bst import features as F
+
+    hits = ndcg = mrr = 0.0
+    for row, history, target in zip(score_rows, histories, targets, strict=True):
+        target = int(target)
+        if target < F.NUM_RESERVED:
+            continue
+        seen = {int(i) for i in history} - {target}
+        rank = 1 + sum(
+            1
+            for item in range(F.NUM_RESERVED, len(row))
+            if item != target and item not in seen and row[item] >= row[target]
+        )
+        hits += rank <= 10
+        ndcg += 1.0 / math.log2(rank + 1) if rank <= 10 else 0.0
+        mrr += 1.0 / rank
+    users = len(targets)
+    return {"hr@10": hits / users, "ndcg@10": ndcg / users, "mrr": mrr / users}

@@ -116,7 +116,6 @@ def test_evaluate_reports_the_held_out_targets_and_the_text_beats_the_baselines(
     cold = result["cold_start"]
     assert cold["users"] > 0
     models = cold["models"]
-    print({n: (round(m["mrr"], 3), round(m["hr@10"], 3)) for n, m in models.items()})
     # Popularity and transitions never saw these movies: every one of them ties at their
     # lowest score, below each unseen trained movie (ties count against a model). The
     # planted signal: a held-out movie shares its zone word with the movie before it on

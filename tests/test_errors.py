@@ -29,7 +29,7 @@ MOVIES = ["1::Toy Story (1995)::Animation", "2::Heat (1995)::Action"]
 USERS = ["1::F::1::10::48067", "2::M::56::16::70072"]
 
 
-def one_error_line(capsys, code: int = 2) -> str:
+def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
     return err[0]
@@ -143,7 +143,8 @@ def test_train_refuses_impossible_values_before_writing_anything(tmp_path, capsy
     assert not run_dir.exists()  # nothing written, config.json least of all
 
 
-def test_validate_accepts_both_presets():
+def test_validate_accepts_every_preset():
+    assert len(config.PRESETS) == 3  # tiny, ml1m, ml1m-long
     for name in config.PRESETS:
         assert config.validate(config.preset(name)) == config.preset(name)
 

@@ -30,13 +30,26 @@ def test_scorer_equals_the_full_models_last_position(tiny_cfg, model):
 
 
 def test_scores_follow_the_targets_row_order(tiny_cfg, model, prepared_dir):
+    """Row i of the aligned scores is user data.user_ids[i]'s, whatever order the shards
+    hold the users in: reversing the inputs' rows changes nothing, and each row is the
+    model's answer for that user's own input row alone."""
     data = load_eval_data(prepared_dir, "test")
     inputs = SplitInputs.read(tiny_cfg, "test")
     scores = aligned_scores(model, tiny_cfg, "test", data, inputs)
-    rows = {u: i for i, u in enumerate(inputs.users)}
-    alone = Scorer(model)(inputs)
-    for i, user in enumerate(data.user_ids):
-        np.testing.assert_allclose(scores[i], alone[rows[user]], atol=1e-6)
+    flipped = SplitInputs(
+        inputs.users[::-1].copy(),
+        {k: v[::-1].copy() for k, v in inputs.inputs.items()},
+        inputs.lengths[::-1].copy(),
+    )
+    np.testing.assert_allclose(
+        aligned_scores(model, tiny_cfg, "test", data, flipped), scores, atol=1e-6
+    )
+    assert not np.allclose(Scorer(model)(flipped), Scorer(model)(inputs))  # order matters
+    for i, user in enumerate(data.user_ids[:5]):
+        (row,) = np.flatnonzero(inputs.users == str(user))
+        one = {k: tf.constant(v[row : row + 1]) for k, v in inputs.inputs.items()}
+        alone = model(one, training=False)["scores"].numpy()[0]
+        np.testing.assert_allclose(scores[i], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_a_user_missing_from_the_shards_is_one_data_error(prepared_dir):

@@ -218,14 +218,42 @@ def test_masked_catalog_cross_entropy_leaves_the_masked_logits_out():
     assert (grads[1].numpy()[unlabelled] == 0).all()  # no row saw it: no gradient
 
 
-def test_mask_seen_lowers_the_loss_and_can_be_turned_off(tiny_cfg, tables):
-    """Fewer negatives, lower loss: the flag is used either way."""
-    features, labels = next(iter(make_dataset(tiny_cfg, "train", batch_size=16, shuffle=False)))
-    model = build_model(tiny_cfg, tables)
-    on = BSTTrainer(model, tiny_cfg).compute_loss_terms(features, labels, training=False)
-    off_cfg = config.replace(tiny_cfg, {"model.mask_seen": False})
-    off = BSTTrainer(model, off_cfg).compute_loss_terms(features, labels, training=False)
-    assert float(on) < float(off)
+def test_mask_seen_loss_equals_a_brute_force_masked_softmax(tiny_cfg, tables):
+    """The loss with model.mask_seen is, token by token, the cross-entropy of a softmax
+    over the movies that token's history has not seen (its own target always kept), and
+    without it over every movie: both counted here one token at a time in numpy."""
+    from bst import features as F
+    from bst.model import model_inputs
+
+    cfg = config.replace(tiny_cfg, {"train.bf16_logits": False})
+    features, labels = next(iter(make_dataset(cfg, "train", batch_size=16, shuffle=False)))
+    model = build_model(cfg, tables)
+    on = BSTTrainer(model, cfg)
+    off = BSTTrainer(model, config.replace(cfg, {"model.mask_seen": False}))
+    catalog = on.items.all_items(False)
+    query = model.encoder(model_inputs(features), training=False, catalog=catalog).numpy()
+    items = catalog.numpy()[F.NUM_RESERVED :]
+    ids, target = features[F.MOVIE_ID].numpy(), labels[F.NEXT_MOVIE].numpy()
+    masked, unmasked, removed = [], [], 0
+    for b in range(ids.shape[0]):
+        for t in range(ids.shape[1]):
+            if target[b, t] < F.NUM_RESERVED:
+                continue
+            logits = items @ query[b, t].astype(np.float64)
+            label = target[b, t] - F.NUM_RESERVED
+            seen = {int(i) - F.NUM_RESERVED for i in ids[b, : t + 1] if i >= F.NUM_RESERVED}
+            seen.discard(int(label))
+            removed += len(seen)
+            for row, drop in ((masked, seen), (unmasked, set())):
+                keep = [j for j in range(len(items)) if j not in drop]
+                top = logits[keep].max()
+                row.append(top + np.log(np.exp(logits[keep] - top).sum()) - logits[label])
+    assert removed > 0  # the batch has histories to mask
+    got_on = float(on.compute_loss_terms(features, labels, training=False))
+    got_off = float(off.compute_loss_terms(features, labels, training=False))
+    assert got_on == pytest.approx(np.mean(masked), rel=1e-5)
+    assert got_off == pytest.approx(np.mean(unmasked), rel=1e-5)
+    assert got_on < got_off
 
 
 def test_a_batch_without_a_valid_target_has_a_finite_loss(tiny_cfg, tables):

@@ -14,8 +14,10 @@ import tensorflow as tf
 from bst import config
 from bst import train as train_cli
 from bst.data.movielens import read_movies
+from bst.metrics import load_eval_data
 from bst.model import load_run
-from tests.conftest import served_and_expected_top_k, tiny_on_files
+from bst.scoring import aligned_scores
+from tests.conftest import brute_force_metrics, served_and_expected_top_k, tiny_on_files
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +81,13 @@ def test_text_model_trains_and_its_servable_answers_like_the_in_memory_model(tex
     names = [w.name for w in model.weights]
     assert any("text" in n for n in names), names
     metrics = json.loads((text_run / "metrics.json").read_text())
-    assert metrics["test"]["ndcg@10"] >= 0
+    # the figures written are the ones the saved text model scores, ranked by brute force
+    test_data = load_eval_data(prepared, "test")
+    rows = aligned_scores(model, cfg, "test", test_data)
+    brute = brute_force_metrics(rows, test_data.histories, test_data.targets)
+    for key in ("hr@10", "ndcg@10", "mrr"):
+        assert metrics["test"][key] == pytest.approx(brute[key], abs=1e-6), key
+    assert 0 < brute["ndcg@10"] < 1
 
     versions = sorted((text_run / "saved").iterdir())
     loaded = tf.saved_model.load(str(versions[-1]))
