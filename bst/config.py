@@ -189,8 +189,10 @@ class TrainConfig:
             AVX512-BF16 or AMX); elsewhere it is turned off, and the saved config says so.
         steps_per_epoch: 0 = one pass over the training data.
         max_minutes: stop after the epoch that would make the next one overrun this
-            wall-clock budget (0 = no budget); the best weights are still restored. The
-            planned run (what the schedule decays over) is the epochs that fit in it.
+            wall-clock budget (0 = no budget) of the whole run, a killed and resumed run's
+            earlier processes included (``bst.clock``); the best weights are still
+            restored. The planned run (what the schedule decays over) is the epochs that
+            fit in it.
             -1 (the default) = 30 minutes on a CPU (60 for the ``ml1m-long`` preset), no
             budget on a GPU or TPU.
         jit_compile: XLA-compile the training step: ``auto`` (on GPU/TPU only: on a CPU it

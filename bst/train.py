@@ -3,6 +3,7 @@
     python -m bst.train --preset tiny --run-dir runs/tiny            # seconds, synthetic data
     python -m bst.train --preset ml1m --data-dir ../shared/data/ml-1m --run-dir runs/ml1m
     python -m bst.train --preset ml1m --set model.num_blocks=3 --set train.learning_rate=5e-4
+    python -m bst.train --preset tiny --run-dir runs/tiny --fresh --no-export
 
 Prepares the data when ``<run-dir>/prepared`` (or ``data.prepared_dir``) is missing,
 trains with full-ranking validation HR@10/NDCG@10 after every epoch and early
@@ -13,8 +14,10 @@ split next to the popularity baseline. Writes into the run folder:
   epochs, train seconds;
 * ``logs/``: TensorBoard events (per-step loss and learning rate, per-epoch
   validation metrics, hparams, movie embeddings in the projector);
-* ``backup/``: training state after each epoch, so a killed run resumes from its
-  last completed epoch when the same command is run again;
+* ``backup/``: training state after each epoch (with the plan, the seconds trained and
+  ``backup/config.json``, the config it belongs to), so a killed run resumes from its
+  last completed epoch, on the rest of its time budget, when the same command is run
+  again; another config is refused (``--fresh`` discards the backup);
 * ``model.weights.h5``: the best weights.
 
 Devices: ``--tpu NAME`` uses TPUStrategy; ``TF_CONFIG`` listing several workers uses
