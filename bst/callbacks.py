@@ -19,6 +19,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
 from tensorboard.plugins import projector
 from tensorboard.plugins.hparams import api as hp
@@ -163,12 +164,60 @@ class PlannedEarlyStopping(tf.keras.callbacks.EarlyStopping):
     whose 200 epochs take 6 steps each. Any other ``patience`` is used as given."""
 
     MIN_PATIENCE = 10
+    STATE, WEIGHTS = "early_stopping.json", "best_weights.npz"
 
-    def __init__(self, patience: int, planned: tf.Variable, steps: int, **kwargs):
+    def __init__(
+        self,
+        patience: int,
+        planned: tf.Variable,
+        steps: int,
+        backup: Path | None = None,
+        **kwargs,
+    ):
         self.auto = patience < 0
         super().__init__(patience=self.MIN_PATIENCE if self.auto else patience, **kwargs)
         self.planned, self.steps = planned, max(int(steps), 1)
         self.said = False
+        self.backup = backup  # where save_state writes and a resumed run reads
+        self._saved_best_epoch: int | None = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        state = self.backup / self.STATE if self.backup is not None else None
+        if state is None or not state.is_file():
+            return
+        # A resumed run: the best epoch so far, its weights and the epochs since it,
+        # as of the last backup, so neither the count nor the best weights start afresh.
+        saved = json.loads(state.read_text(encoding="utf-8"))
+        self.best, self.best_epoch, self.wait = saved["best"], saved["best_epoch"], saved["wait"]
+        with np.load(self.backup / self.WEIGHTS) as weights:
+            self.best_weights = [weights[f"w{i}"] for i in range(len(weights.files))]
+        self._saved_best_epoch = self.best_epoch
+        log.info(
+            "resumed early stopping: best %s %.4f at epoch %d, %d epoch(s) since",
+            self.monitor,
+            self.best,
+            self.best_epoch + 1,
+            self.wait,
+        )
+
+    def save_state(self, epoch: int) -> None:
+        """Writes the best epoch, its weights (when they changed) and the epochs since it
+        into the backup folder: called once ``BackupAndRestore`` has saved ``epoch``."""
+        if self.backup is None or self.best_weights is None:
+            return
+        self.backup.mkdir(parents=True, exist_ok=True)
+        if self._saved_best_epoch != self.best_epoch:
+            part = self.backup / f".{self.WEIGHTS}.part"
+            with open(part, "wb") as out:
+                np.savez(out, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+            part.replace(self.backup / self.WEIGHTS)
+            self._saved_best_epoch = self.best_epoch
+        state = {"best": float(self.best), "best_epoch": int(self.best_epoch)}
+        state.update(wait=int(self.wait), epoch=epoch + 1)
+        part = self.backup / f".{self.STATE}.part"
+        part.write_text(json.dumps(state) + "\n", encoding="utf-8")
+        part.replace(self.backup / self.STATE)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.auto:
@@ -267,17 +316,26 @@ class StepLogger(tf.keras.callbacks.Callback):
 class BackupLogger(tf.keras.callbacks.Callback):
     """Once ``BackupAndRestore`` (which runs before it) has saved: the config the backup
     belongs to into ``<backup>/config.json`` (``config_json``; None on a worker that is
-    not the chief) and one log line per epoch."""
+    not the chief), early stopping's state (``early_stopping``, on the chief) and one
+    log line per epoch."""
 
-    def __init__(self, backup: Path | None = None, config_json: str | None = None):
+    def __init__(
+        self,
+        backup: Path | None = None,
+        config_json: str | None = None,
+        early_stopping: PlannedEarlyStopping | None = None,
+    ):
         super().__init__()
         self.backup, self.config_json = backup, config_json
+        self.early_stopping = early_stopping
 
     def on_epoch_end(self, epoch, logs=None):
         if self.backup is not None and self.config_json is not None and self.backup.is_dir():
             path = self.backup / "config.json"
             if not path.is_file():
                 path.write_text(self.config_json + "\n", encoding="utf-8")
+            if self.early_stopping is not None:
+                self.early_stopping.save_state(epoch)
         log.info("epoch %d: state backed up", epoch + 1)
 
 

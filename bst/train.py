@@ -266,6 +266,7 @@ def train(
         cfg.train.patience,
         trainer.planned_steps,
         steps,
+        backup=backup,  # every worker reads a resumed run's state; the chief writes it
         monitor=f"val_{SELECTION_METRIC}",
         mode="max",
         restore_best_weights=True,
@@ -289,7 +290,7 @@ def train(
         budget,
         clock.record,
         tf.keras.callbacks.BackupAndRestore(str(backup)),
-        BackupLogger(backup, requested if chief else None),
+        BackupLogger(backup, requested if chief else None, early_stopping if chief else None),
         StepLogger(writer),
     ]
     history = trainer.fit(

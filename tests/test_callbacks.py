@@ -9,12 +9,15 @@ from bst import config, optim
 from bst.callbacks import AverageWeights, PlannedEarlyStopping
 
 
-def _stopping(patience: int, planned_steps: int, steps: int) -> PlannedEarlyStopping:
-    model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
+def _stopping(
+    patience: int, planned_steps: int, steps: int, backup=None, model=None
+) -> PlannedEarlyStopping:
+    model = model or tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
     stopping = PlannedEarlyStopping(
         patience,
         tf.Variable(planned_steps, dtype=tf.int64),
         steps,
+        backup=backup,
         monitor="val_ndcg@10",
         mode="max",
         restore_best_weights=True,
@@ -53,6 +56,32 @@ def test_auto_patience_follows_a_new_plan():
 def test_a_given_patience_is_used_as_given():
     assert _epochs_until_stop(_stopping(3, planned_steps=1200, steps=6)) == 3
     assert _epochs_until_stop(_stopping(0, planned_steps=1200, steps=6)) == 1
+
+
+def test_a_resumed_run_keeps_its_best_epoch_its_weights_and_the_count_since(tmp_path):
+    """Killed after epoch 4 (best: epoch 2) and resumed: the best epoch, its weights and
+    the 2 epochs without a better one come back from the backup, so patience 3 stops
+    after one more such epoch, and the weights restored at the end are epoch 2's."""
+    model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
+    first = _stopping(3, 1200, 6, backup=tmp_path, model=model)
+    weights = {}
+    for epoch, value in enumerate([0.5, 0.7, 0.6, 0.65]):
+        model.set_weights([np.full_like(w, epoch) for w in model.get_weights()])
+        weights[epoch] = model.get_weights()
+        first.on_epoch_end(epoch, {"val_ndcg@10": value})
+        first.save_state(epoch)  # as after each epoch's backup
+    assert not model.stop_training
+    model.set_weights([np.full_like(w, 99) for w in model.get_weights()])  # a new process
+
+    again = _stopping(3, 1200, 6, backup=tmp_path, model=model)
+    assert (again.best, again.best_epoch, again.wait) == (0.7, 1, 2)
+    again.on_epoch_end(4, {"val_ndcg@10": 0.69})
+    assert model.stop_training  # 3 epochs without a better one, counted across the resume
+    again.on_train_end()
+    for got, want in zip(model.get_weights(), weights[1], strict=True):
+        np.testing.assert_array_equal(got, want)
+    fresh = _stopping(3, 1200, 6, backup=tmp_path / "none", model=model)  # no state: afresh
+    assert fresh.best_weights is None and fresh.wait == 0
 
 
 class _Probe(tf.keras.callbacks.Callback):

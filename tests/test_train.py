@@ -321,6 +321,10 @@ def test_a_budgeted_run_killed_mid_epoch_resumes_on_the_same_plan_and_stops_as_i
     resumed = _run(cfg, run_dir)
     assert _run.plans == {e: whole_plans[e] for e in range(4, 7)}  # restored, not re-planned
 
+    # the best epoch is the whole run's best, not only the resumed process's
+    values = [row["val_ndcg@10"] for row in resumed["history"]]
+    assert resumed["validation"]["best_ndcg@10"] == pytest.approx(max(values))
+    assert resumed["validation"]["best_epoch"] == 1 + values.index(max(values))
     assert resumed["epochs"] == whole["epochs"] and resumed["stopped_by"] == "time budget"
     assert resumed["planned_steps"] == whole["planned_steps"]
     assert resumed["train_seconds"] == whole["train_seconds"]  # one clock over both processes
