@@ -83,11 +83,8 @@ class RankingCallback(tf.keras.callbacks.Callback):
             self.writer.flush()
         seconds = self.clock.now() - self.started
         elapsed = self.clock.elapsed()  # the whole run's, resumes included
-        left = (
-            f", about {max(self.budget - elapsed, 0) / 60:.0f} min of budget left"
-            if self.budget
-            else ""
-        )
+        left = f", about {_duration(max(self.budget - elapsed, 0))} of budget left"
+        left = left if self.budget else ""
         log.info(
             "epoch %d: loss %.4f, val HR@10 %.4f, NDCG@10 %.4f, MRR %.4f (%.1f s; %.1f min in%s)",
             epoch + 1,
@@ -116,6 +113,11 @@ class RankingCallback(tf.keras.callbacks.Callback):
             }
             with open(self.history, "a", encoding="utf-8") as out:
                 out.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as a person reads them: seconds under two minutes, else minutes."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def read_history(path: Path) -> list[dict]:
