@@ -7,6 +7,10 @@ a sequential model can beat popularity by a wide margin, while popularity still
 carries some signal.
 
     python -m bst.data.synthetic --out data/synthetic --users 60 --movies 40 --seed 0
+    python -m bst.data.synthetic --like ml-25m --out data/synthetic-25m   # CSV, at scale
+
+``--like`` or ``--ratings`` writes MovieLens-sized data in the MovieLens CSV format
+instead (:mod:`bst.data.synthetic_scale`).
 """
 
 from __future__ import annotations
@@ -113,17 +117,48 @@ def generate(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, int]:
+    from bst.data import synthetic_scale as scale
+
     parser = argparse.ArgumentParser(
         prog="python -m bst.data.synthetic", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--out", required=True, help="folder to write the three .dat files into")
-    parser.add_argument("--users", type=int, default=60)
-    parser.add_argument("--movies", type=int, default=40)
+    parser.add_argument("--out", required=True, help="folder to write the files into")
+    parser.add_argument(
+        "--like",
+        choices=sorted(scale.LIKE),
+        default=None,
+        help="the users, rated movies and ratings of a GroupLens release, in the MovieLens "
+        "CSV format (bst.data.synthetic_scale); --users, --movies, --ratings override them",
+    )
+    parser.add_argument("--users", type=int, default=None, help="users (default 60)")
+    parser.add_argument("--movies", type=int, default=None, help="movies (default 40)")
+    parser.add_argument(
+        "--ratings",
+        type=int,
+        default=None,
+        help="ratings to write: MovieLens-sized data in the MovieLens CSV format "
+        "(ratings.csv, movies.csv); without it (and --like), the small ML-1M-format "
+        "files of the tests and demos",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        counts = generate(args.out, users=args.users, movies=args.movies, seed=args.seed)
+        if args.like or args.ratings is not None:
+            users, movies, ratings = scale.LIKE.get(args.like, (None, None, None))
+            users = args.users if args.users is not None else users
+            movies = args.movies if args.movies is not None else movies
+            ratings = args.ratings if args.ratings is not None else ratings
+            if users is None or movies is None:
+                raise ValueError("--ratings needs --users and --movies (or --like NAME)")
+            counts = scale.generate_at_scale(args.out, users, movies, ratings, seed=args.seed)
+        else:
+            counts = generate(
+                args.out,
+                users=60 if args.users is None else args.users,
+                movies=40 if args.movies is None else args.movies,
+                seed=args.seed,
+            )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
