@@ -31,7 +31,18 @@ def lookup_tokens(tokens: list[str]) -> list[str]:
 
 def _by_frequency(values: Iterable[str]) -> list[str]:
     """Distinct values, most frequent first, ties by value: deterministic."""
-    counts = pd.Series(list(values), dtype=object).value_counts(sort=False)
+    return _ranked(pd.Series(list(values), dtype=object).value_counts(sort=False))
+
+
+def _column_by_frequency(column: pd.Series) -> list[str]:
+    """:func:`_by_frequency` of a column's values as text, counted before they are made
+    text (the distinct values, not every row, become strings: 25 M rows at ML-25M)."""
+    counts = column.value_counts(sort=False)
+    counts.index = counts.index.astype(str)
+    return _ranked(counts.groupby(level=0, sort=False).sum())
+
+
+def _ranked(counts: pd.Series) -> list[str]:
     frame = pd.DataFrame({"token": counts.index.astype(str), "n": counts.to_numpy()})
     frame = frame[(frame["token"] != "") & (frame["token"] != UNKNOWN_TOKEN)]
     return frame.sort_values(["n", "token"], ascending=[False, True], kind="mergesort")[
@@ -69,7 +80,7 @@ def build_vocabularies(
     train_movies = movies[movies["movie_id"].isin(train["movie_id"].unique())]
     train_users = users[users["user_id"].isin(train["user_id"].unique())]
     items = {
-        F.MOVIE_ID: _by_frequency(train["movie_id"].astype(str)),
+        F.MOVIE_ID: _column_by_frequency(train["movie_id"]),
         F.GENRES: _by_frequency(g for gs in train_movies["genres"] for g in gs),
         F.YEAR: sorted({year_token(y) for y in train_movies["year"]} - {UNKNOWN_TOKEN}, key=int),
     }

@@ -218,7 +218,9 @@ def write_outputs(
     users = events["user_id"].to_numpy()
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     ends = np.r_[starts[1:], len(users)]
-    movie_ids = events["movie_id"].astype(str).to_numpy()
+    # each distinct movie id as text once, not every event's (25 M strings at ML-25M)
+    codes, distinct = pd.factorize(events["movie_id"], sort=False)
+    names = np.asarray(distinct.astype(str), dtype=object)
     times = events["timestamp"].to_numpy()
     ratings = events["rating"].to_numpy()
     split = events["split"].to_numpy()
@@ -226,16 +228,19 @@ def write_outputs(
     folder = out / TFRECORDS_DIR
     folder.mkdir()
     examples = {s: 0 for s in SPLITS}
-    seq_rows = []
-    with records.ShardWriters(folder, SPLITS, num_shards) as writers:
+    with (
+        records.ShardWriters(folder, SPLITS, num_shards) as writers,
+        open(out / SEQUENCES_FILE, "w", encoding="utf-8") as sequences,
+    ):
+        sequences.write(sequence_header())  # then a row per user, as it goes
         for n, (a, z) in enumerate(zip(starts, ends, strict=True)):
             uid = str(users[a])
             profile = profiles[uid]
-            ids, ts, rs = movie_ids[a:z].tolist(), times[a:z].tolist(), ratings[a:z].tolist()
+            ids, ts, rs = names[codes[a:z]].tolist(), times[a:z].tolist(), ratings[a:z].tolist()
             n_train = int((split[a:z] == TRAIN).sum())
             n_eval = z - a - n_train
             shard = n % num_shards
-            seq_rows.append(
+            sequences.write(
                 sequence_row(uid, (n_train, min(n_eval, 1), min(n_eval, 1)), ids, ts, rs)
             )
             writers.write(
@@ -262,7 +267,6 @@ def write_outputs(
                 )
                 examples[VALIDATION] += 1
                 examples[TEST] += 1
-    (out / SEQUENCES_FILE).write_text(sequence_header() + "".join(seq_rows), encoding="utf-8")
     eval_movies = set(events.loc[events["split"] != TRAIN, "movie_id"].astype(str))
     oov = len(eval_movies - set(vocabs[F.MOVIE_ID]))
     stats = {
