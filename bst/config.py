@@ -195,6 +195,11 @@ class TrainConfig:
             fit in it.
             -1 (the default) = 30 minutes on a CPU (60 for the ``ml1m-long`` preset), no
             budget on a GPU or TPU.
+        logits_mib: the most memory (MiB) the default loss's (tokens x catalog) logits,
+            softmax and seen mask may take at once: while a full batch's fit, one pass
+            (ML-1M's take about 0.5 GiB); past it, the loss runs over chunks of tokens
+            that fit (the same value and gradient, the softmax computed twice), and
+            ``bst.train`` logs which. 0 = always one pass.
         jit_compile: XLA-compile the training step: ``auto`` (on GPU/TPU only: on a CPU it
             is about 3x slower), ``true`` or ``false``.
     """
@@ -215,6 +220,7 @@ class TrainConfig:
     steps_per_epoch: int = 0
     max_minutes: float = -1.0
     jit_compile: str = "auto"
+    logits_mib: int = 1024
 
 
 @dataclass(frozen=True)
@@ -384,6 +390,7 @@ RANGES = {
     "model.feature_dropout": (0.0, 1.0, False, True),
     "model.id_dropout": (0.0, 1.0, False, True),
     "model.num_negatives": (1, _INF, False, False),
+    "train.logits_mib": (0, _INF, False, False),
     "train.epochs": (1, _INF, False, False),
     "train.learning_rate": (0.0, 10.0, True, False),
     "train.warmup_fraction": (0.0, 1.0, False, False),

@@ -40,6 +40,16 @@ def seen_mask(ids: tf.Tensor, target: tf.Tensor, valid: tf.Tensor, num_columns) 
     logits. Only a batch in which some target repeats an earlier movie pays a second
     pass, to clear those entries.
     """
+    first = first_positions(ids, num_columns)
+    token = tf.where(valid)  # (M, 2): (b, t) of each token
+    row, step = tf.cast(token[:, 0], tf.int32), tf.cast(token[:, 1], tf.int32)
+    label = tf.gather_nd(target, token) - F.NUM_RESERVED
+    return seen_rows(first, row, step, label)
+
+
+def first_positions(ids: tf.Tensor, num_columns) -> tf.Tensor:
+    """``(B, num_columns)`` int32: the first position of each movie in each row of ``ids``
+    (the row's length, ``L``, for a movie it does not hold); :func:`seen_mask`'s table."""
     batch, seq_len = tf.shape(ids)[0], tf.shape(ids)[1]
     columns = tf.cast(num_columns, tf.int32)
     column = ids - F.NUM_RESERVED
@@ -50,16 +60,21 @@ def seen_mask(ids: tf.Tensor, target: tf.Tensor, valid: tf.Tensor, num_columns) 
     first = tf.math.unsorted_segment_min(
         tf.reshape(position, [-1]), tf.reshape(segment, [-1]), batch * columns + 1
     )[:-1]  # never-seen movies get int32's maximum
-    first = tf.reshape(tf.minimum(first, seq_len), tf.stack([batch, columns]))
-    token = tf.where(valid)  # (M, 2): (b, t) of each token
-    row, step = tf.cast(token[:, 0], tf.int32), tf.cast(token[:, 1], tf.int32)
+    return tf.reshape(tf.minimum(first, seq_len), tf.stack([batch, columns]))
+
+
+def seen_rows(first: tf.Tensor, row: tf.Tensor, step: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
+    """The rows of :func:`seen_mask` for the tokens at ``(row, step)`` (int32 ``(m,)``)
+    whose targets are the columns ``label``: ``(m, N)`` bool from :func:`first_positions`
+    (so a chunk of tokens can have its rows alone)."""
+    seq_len = tf.reduce_max(first) + 1  # at least the row length: int16 fits below 32767
+    columns = tf.shape(first)[1]
 
     def compare(dtype):
         return lambda: tf.gather(tf.cast(first, dtype), row) <= tf.cast(step, dtype)[:, None]
 
     mask = tf.cond(seq_len < 32767, compare(tf.int16), compare(tf.int32))
     # a target seen before stays a positive: clear (m, target) where first <= t
-    label = tf.gather_nd(target, token) - F.NUM_RESERVED
     label = tf.clip_by_value(label, 0, columns - 1)  # valid tokens are in range already
     index = tf.stack([tf.range(tf.shape(label)[0]), label], axis=1)  # (M, 2)
     repeat = tf.gather_nd(first, tf.stack([row, label], axis=1)) <= step
@@ -154,6 +169,95 @@ def global_count(count: tf.Tensor) -> tf.Tensor:
     return context.all_reduce(tf.distribute.ReduceOp.SUM, count)
 
 
+def chunked_catalog_cross_entropy(
+    query: tf.Tensor,
+    items: tf.Tensor,
+    labels: tf.Tensor,
+    chunk: int,
+    mask_rows=None,
+    logits_dtype: tf.DType | None = None,
+) -> tf.Tensor:
+    """:func:`catalog_cross_entropy` over ``chunk`` rows (tokens) at a time: the same
+    values and gradients with at most ``chunk x N`` logits in memory at once, for
+    catalogs whose ``(M, N)`` logits would not fit (``train.logits_mib``).
+
+    The forward pass keeps only each row's loss; the backward pass computes each
+    chunk's softmax again (so a step does the logits matmul and softmax twice) and
+    accumulates the items' gradient over the chunks. ``mask_rows(start, end)`` gives
+    the ``(end - start, N)`` mask of rows ``start:end`` (:func:`seen_rows`), or None.
+    """
+    labels = tf.cast(labels, tf.int32)
+    rows = tf.shape(query)[0]
+    count = (rows + chunk - 1) // chunk
+
+    def span(i):
+        start = i * chunk
+        return start, tf.minimum(start + chunk, rows)
+
+    def softmax(q, c, start, end):
+        logits = tf.matmul(q[start:end], c, transpose_b=True)  # (chunk, N)
+        if mask_rows is not None:
+            logits = tf.where(mask_rows(start, end), tf.constant(-1e9, logits.dtype), logits)
+        return tf.nn.softmax(logits)
+
+    @tf.custom_gradient
+    def run(query, items):
+        dtype = logits_dtype or query.dtype
+        q, c = tf.cast(query, dtype), tf.cast(items, dtype)
+
+        def forward(i, out):
+            start, end = span(i)
+            probs = softmax(q, c, start, end)
+            index = tf.stack([tf.range(end - start), labels[start:end]], axis=1)
+            picked = tf.cast(tf.gather_nd(probs, index), tf.float32)
+            return i + 1, out.write(i, -tf.math.log(tf.maximum(picked, 1e-37)))
+
+        pieces = tf.TensorArray(tf.float32, size=count, infer_shape=False)
+        _, pieces = tf.while_loop(lambda i, _: i < count, forward, (0, pieces))
+        loss = tf.reshape(pieces.concat(), [rows])
+
+        def grad(upstream):
+            u = tf.cast(upstream, tf.float32)[:, tf.newaxis]  # (M, 1)
+            qu = tf.cast(q, tf.float32) * u
+
+            def backward(i, dq, dc):
+                start, end = span(i)
+                probs = softmax(q, c, start, end)
+                label_items = tf.cast(tf.gather(c, labels[start:end]), tf.float32)
+                part = (tf.cast(tf.matmul(probs, c), tf.float32) - label_items) * u[start:end]
+                pq = tf.matmul(tf.cast(qu[start:end], dtype), probs, transpose_a=True)
+                return i + 1, dq.write(i, part), dc + tf.cast(tf.transpose(pq), tf.float32)
+
+            dq = tf.TensorArray(tf.float32, size=count, infer_shape=False)
+            dc = tf.zeros(tf.shape(c), tf.float32)
+            _, dq, dc = tf.while_loop(lambda i, *_: i < count, backward, (0, dq, dc))
+            dc -= tf.math.unsorted_segment_sum(qu, labels, tf.shape(c)[0])
+            dq = tf.reshape(dq.concat(), tf.shape(query))
+            return tf.cast(dq, query.dtype), tf.cast(dc, items.dtype)
+
+        return loss, grad
+
+    return run(query, items)
+
+
+# The (tokens x catalog) logits the default loss may hold at once (train.logits_mib):
+# bytes per entry for the logits, the softmax and the seen mask.
+def logits_bytes_per_entry(bf16: bool, mask_seen: bool) -> int:
+    return (2 if bf16 else 4) * 2 + (1 if mask_seen else 0)
+
+
+def loss_chunk(cfg: Config, catalog: int) -> int | None:
+    """Rows (tokens) per chunk of the default loss, or None for one pass: a full batch
+    (``batch_size x max_len`` tokens) has its ``(tokens, catalog)`` logits in one pass
+    while they fit ``train.logits_mib``, in chunks that fit it otherwise."""
+    per_row = catalog * logits_bytes_per_entry(cfg.train.bf16_logits, cfg.model.mask_seen)
+    batch = cfg.train.batch_size if cfg.train.batch_size > 0 else 128
+    bound = cfg.train.logits_mib * 2**20
+    if bound <= 0 or batch * cfg.model.max_len * per_row <= bound:
+        return None
+    return max(1, int(bound // per_row))
+
+
 class BSTTrainer(tf.keras.Model):
     """Wraps the functional model with its training loss (``fit``/``evaluate``).
 
@@ -195,6 +299,9 @@ class BSTTrainer(tf.keras.Model):
         )
         self.num_negatives = cfg.model.num_negatives
         self.mask_seen = cfg.model.mask_seen and cfg.model.loss == "softmax"
+        # None: the default loss's logits fit train.logits_mib in one pass (bst.train logs it)
+        catalog = model.encoder.items.num_trained - F.NUM_RESERVED
+        self.chunk = loss_chunk(cfg, catalog) if cfg.model.loss == "softmax" else None
         if self.loss_kind not in ("softmax", "sampled"):
             raise ValueError(
                 f"model.loss must be 'softmax' or 'sampled'. Received: {self.loss_kind!r}"
@@ -263,13 +370,29 @@ class BSTTrainer(tf.keras.Model):
             # The matmul runs in bfloat16 with bf16_logits (accumulating in float32), else
             # in the compute dtype; the softmax keeps that dtype, the loss is float32.
             items = catalog[F.NUM_RESERVED : self.num_trained]  # (N - 2, D)
-            mask = None
-            if self.mask_seen:
-                ids = tf.cast(features[F.MOVIE_ID], tf.int32)
-                mask = seen_mask(ids, target, valid, tf.shape(items)[0])  # (M, N - 2)
-            per_token = catalog_cross_entropy(  # (M,) float32
-                q, items, t - F.NUM_RESERVED, mask, self.logits_dtype
-            )
+            if self.chunk is None:
+                mask = None
+                if self.mask_seen:
+                    ids = tf.cast(features[F.MOVIE_ID], tf.int32)
+                    mask = seen_mask(ids, target, valid, tf.shape(items)[0])  # (M, N - 2)
+                per_token = catalog_cross_entropy(  # (M,) float32
+                    q, items, t - F.NUM_RESERVED, mask, self.logits_dtype
+                )
+            else:  # a catalog whose logits would not fit: chunks of tokens, same loss
+                mask_rows = None
+                if self.mask_seen:
+                    ids = tf.cast(features[F.MOVIE_ID], tf.int32)
+                    first = first_positions(ids, tf.shape(items)[0])  # (B, N - 2), small
+                    token = tf.where(valid)
+                    row, step = tf.cast(token[:, 0], tf.int32), tf.cast(token[:, 1], tf.int32)
+                    label = t - F.NUM_RESERVED
+
+                    def mask_rows(start, end):
+                        return seen_rows(first, row[start:end], step[start:end], label[start:end])
+
+                per_token = chunked_catalog_cross_entropy(
+                    q, items, t - F.NUM_RESERVED, self.chunk, mask_rows, self.logits_dtype
+                )
             # the global batch's mean, and 0 (not NaN) for a batch without a valid target
             tokens = global_count(tf.cast(tf.size(per_token), tf.float32))
             loss = tf.math.divide_no_nan(tf.reduce_sum(per_token), tokens)

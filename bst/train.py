@@ -60,6 +60,7 @@ from bst.callbacks import (
 )
 from bst.clock import RunClock
 from bst.config import Config
+from bst.data.download import size_text
 from bst.data.prepare import ensure_prepared
 from bst.data.prepared import Prepared
 from bst.devices import (
@@ -92,7 +93,7 @@ from bst.optim import (
 )
 from bst.pipeline import make_dataset
 from bst.scoring import rank_metrics
-from bst.task import BSTTrainer
+from bst.task import BSTTrainer, logits_bytes_per_entry
 
 import tensorflow as tf  # isort: skip
 
@@ -186,6 +187,33 @@ def check_backup(requested: str, backup: Path) -> None:
     )
 
 
+def _log_loss_memory(cfg: Config, trainer: BSTTrainer) -> None:
+    """Says whether the default loss's logits fit ``train.logits_mib`` in one pass."""
+    if cfg.model.loss != "softmax":
+        return
+    catalog = trainer.num_trained - F.NUM_RESERVED
+    per_row = catalog * logits_bytes_per_entry(cfg.train.bf16_logits, cfg.model.mask_seen)
+    full = size_text(cfg.train.batch_size * cfg.model.max_len * per_row)
+    if trainer.chunk is None:
+        log.info(
+            "loss: softmax over %d movies in one pass (a full batch's logits: %s; "
+            "train.logits_mib=%d)",
+            catalog,
+            full,
+            cfg.train.logits_mib,
+        )
+    else:
+        log.info(
+            "loss: softmax over %d movies in chunks of %d tokens (a full batch's logits "
+            "would take %s, over train.logits_mib=%d; the same loss, the softmax "
+            "computed twice)",
+            catalog,
+            trainer.chunk,
+            full,
+            cfg.train.logits_mib,
+        )
+
+
 def train(
     cfg: Config,
     run_dir: str | Path,
@@ -245,6 +273,7 @@ def train(
             steps_per_execution=1,
             jit_compile=cfg.train.jit_compile == "true",
         )
+        _log_loss_memory(cfg, trainer)
         uncached = config_lib.replace(cfg, {"data.cache": False})  # read 2 rows, cache none
         sample, _ = next(iter(make_dataset(uncached, "validation", batch_size=2, shuffle=False)))
         trainer(sample, training=False)  # build now: BackupAndRestore needs built weights
@@ -336,6 +365,7 @@ def train(
         "replicas": strategy.num_replicas_in_sync,
         "weights_sha256": weights_digest(model),
         "planned_steps": int(trainer.planned_steps.numpy()),
+        "loss_chunk_tokens": trainer.chunk,  # None: the loss's logits in one pass
         "history": read_history(history_path),
     }
     table = format_table({MODEL_NAME: test, **baselines}, TABLE_METRICS)

@@ -356,3 +356,73 @@ def test_two_replicas_take_the_step_one_device_takes_on_the_same_global_batch(
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
     for a, b in zip(one["weights"], two["weights"], strict=True):
         np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 50])
+@pytest.mark.parametrize("masked", [False, True])
+def test_chunked_cross_entropy_gives_the_one_pass_values_and_gradients(chunk, masked):
+    """Chunks of 1, 3 (7 rows: a short last chunk), 7 and more rows than there are: the
+    same per-row losses and gradients as one pass, and as TensorFlow's op."""
+    from bst.task import catalog_cross_entropy, chunked_catalog_cross_entropy
+
+    query, items, labels = _query_items_labels(4)
+    mask = None
+    if masked:
+        mask = np.random.default_rng(5).random((7, 11)) < 0.3
+        mask[np.arange(7), labels.numpy()] = False  # never a row's label
+        mask = tf.constant(mask)
+    weights = tf.range(1.0, 8.0)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([query, items])
+        one = catalog_cross_entropy(query, items, labels, mask)
+        rows = None if mask is None else (lambda a, z: mask[a:z])
+        chunked = chunked_catalog_cross_entropy(query, items, labels, chunk, rows)
+        ours, theirs = tf.reduce_sum(chunked * weights), tf.reduce_sum(one * weights)
+        ref = _reference_cross_entropy(query, items, labels, weights, mask)
+    np.testing.assert_allclose(chunked.numpy(), one.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5)
+    for a, b, c in zip(
+        tape.gradient(ours, [query, items]),
+        tape.gradient(theirs, [query, items]),
+        tape.gradient(ref, [query, items]),
+        strict=True,
+    ):
+        # the items' gradient is summed over chunks: float32 rounding of another order
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.numpy(), c.numpy(), atol=1e-5)
+
+
+def test_a_catalog_past_the_logits_bound_trains_in_chunks_with_the_same_loss(tiny_cfg, tables):
+    """train.logits_mib small enough that a tiny batch does not fit: the trainer takes
+    the chunked path (seen mask per chunk) and its loss and gradients are the one-pass
+    trainer's."""
+    cfg = config.replace(tiny_cfg, {"train.bf16_logits": False, "model.dropout": 0.0})
+    batch, labels = next(iter(make_dataset(cfg, "train", batch_size=16, shuffle=False)))
+    model = build_model(cfg, tables)
+    whole = BSTTrainer(model, cfg)
+    parts = BSTTrainer(model, config.replace(cfg, {"train.logits_mib": 0}))
+    assert whole.chunk is None and parts.chunk is None  # 0 = always one pass
+    parts.chunk = 5  # what a bound under 5 tokens' logits gives (loss_chunk)
+    results = []
+    for trainer in (whole, parts):
+        with tf.GradientTape() as tape:
+            loss = trainer.compute_loss_terms(batch, labels, training=False)
+        grads = tape.gradient(loss, model.trainable_variables)
+        results.append(
+            (float(loss), [tf.convert_to_tensor(g).numpy() for g in grads if g is not None])
+        )
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-6)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_chunk_keeps_one_pass_for_ml1m_and_bounds_large_catalogs():
+    from bst.task import logits_bytes_per_entry, loss_chunk
+
+    cfg = config.replace(config.ml1m(), {"train.batch_size": 128})
+    assert loss_chunk(cfg, 3_706) is None  # ML-1M: about 0.5 GiB of logits, one pass
+    rows = loss_chunk(cfg, 59_047)  # ML-25M's catalog: 14 GiB a batch in one pass
+    assert rows is not None and rows * 59_047 * logits_bytes_per_entry(True, True) <= 2**30
+    assert loss_chunk(config.replace(cfg, {"train.logits_mib": 0}), 59_047) is None
+    bigger = config.replace(cfg, {"train.logits_mib": 4096})
+    assert loss_chunk(bigger, 59_047) == 4 * rows or abs(loss_chunk(bigger, 59_047) - 4 * rows) <= 3

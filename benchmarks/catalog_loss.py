@@ -1,0 +1,175 @@
+"""The default loss at growing catalogs: steps/s and peak memory, one pass against chunks.
+
+    python benchmarks/catalog_loss.py                       # 3,706 / 26,744 / 59,047 / 84,432 movies
+    python benchmarks/catalog_loss.py --movies 59047 --steps 3
+
+One loss step (forward and backward, as in training) of bst's catalog-wide softmax with
+the seen mask, on a batch shaped like ML-1M's default (128 windows of up to 200
+events, dim 64; about 14,500 real tokens), at each catalog size: once in one pass and
+once in chunks of tokens under ``train.logits_mib`` (1024 MiB; :func:`bst.task.loss_chunk`).
+Each measurement is its own process, so its peak RSS is the loss's own. The first
+line says the CPU, its vector extensions, TensorFlow's version and its threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = (3_706, 26_744, 59_047, 84_432)  # ML-1M, ML-20M, ML-25M, ML-32M rated movies
+
+
+def cpu_line() -> str:
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    extensions = ", ".join(f for f in wanted if f in flags) or "none of AVX2/AVX512/AMX"
+    import os
+
+    return f"{model}, {os.cpu_count()} logical CPUs, {extensions}"
+
+
+def one(movies: int, chunked: bool, steps: int, seed: int = 0) -> dict:
+    """Runs in the child: time ``steps`` loss steps after one warm-up; returns figures."""
+    import time
+
+    import numpy as np
+
+    import bst  # noqa: F401  (Keras 2 before TensorFlow)
+    from bst import config
+    from bst import features as F
+    from bst.task import (
+        catalog_cross_entropy,
+        chunked_catalog_cross_entropy,
+        first_positions,
+        logits_bytes_per_entry,
+        loss_chunk,
+        seen_mask,
+        seen_rows,
+    )
+
+    import tensorflow as tf  # isort: skip
+
+    rng = np.random.default_rng(seed)
+    batch, length, dim = 128, 200, 64
+    lengths = np.minimum(rng.integers(20, 400, batch), length)  # ML-1M-like windows
+    ids = np.zeros((batch, length), np.int32)
+    for b, n in enumerate(lengths):
+        ids[b, length - n :] = rng.integers(F.NUM_RESERVED, movies + F.NUM_RESERVED, n)
+    target = np.zeros_like(ids)
+    target[:, :-1] = ids[:, 1:]
+    target[:, -1] = rng.integers(F.NUM_RESERVED, movies + F.NUM_RESERVED, batch)
+    target[ids == 0] = 0
+    ids_t, target_t = tf.constant(ids), tf.constant(target)
+    valid = target_t >= F.NUM_RESERVED
+    tokens = int(tf.reduce_sum(tf.cast(valid, tf.int32)))
+    query = tf.Variable(rng.normal(size=(tokens, dim)).astype(np.float32) * 0.3)
+    items = tf.Variable(rng.normal(size=(movies, dim)).astype(np.float32) * 0.3)
+    labels = tf.boolean_mask(target_t, valid) - F.NUM_RESERVED
+    cfg = config.replace(config.ml1m(), {"train.batch_size": batch})
+    # the chunk train.logits_mib gives (at ML-1M's size one chunk holds every token:
+    # the chunked path's own cost, the softmax twice)
+    per_row = movies * logits_bytes_per_entry(cfg.train.bf16_logits, cfg.model.mask_seen)
+    chunk = (
+        (loss_chunk(cfg, movies) or int(cfg.train.logits_mib * 2**20 // per_row))
+        if chunked
+        else None
+    )
+    bf16 = tf.bfloat16 if cfg.train.bf16_logits else None
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            if chunk is None:
+                mask = seen_mask(ids_t, target_t, valid, movies)
+                loss = catalog_cross_entropy(query, items, labels, mask, bf16)
+            else:
+                first = first_positions(ids_t, movies)
+                token = tf.where(valid)
+                row, pos = tf.cast(token[:, 0], tf.int32), tf.cast(token[:, 1], tf.int32)
+
+                def rows(a, z):
+                    return seen_rows(first, row[a:z], pos[a:z], labels[a:z])
+
+                loss = chunked_catalog_cross_entropy(query, items, labels, chunk, rows, bf16)
+            loss = tf.reduce_mean(loss)
+        return loss, tape.gradient(loss, [query, items])
+
+    step()  # trace and warm up
+    started = time.perf_counter()
+    for _ in range(steps):
+        loss, _ = step()
+    seconds = (time.perf_counter() - started) / steps
+    return {
+        "movies": movies,
+        "mode": f"chunks of {chunk} tokens" if chunk else "one pass",
+        "tokens": tokens,
+        "seconds_per_step": round(seconds, 3),
+        "steps_per_second": round(1.0 / seconds, 2),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "loss": float(loss),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--movies", type=int, action="append", default=None)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:  # movies,chunked
+        movies, chunked = args.child.split(",")
+        print(json.dumps(one(int(movies), chunked == "1", args.steps)))
+        return
+    import tensorflow as tf
+
+    print(
+        f"{cpu_line()}; TensorFlow {tf.__version__}, threads: intra-op "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, inter-op "
+        f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'}"
+    )
+    print("| movies | mode | tokens | s/step | steps/s | peak RSS (GiB) | loss |")
+    print("|---|---|---|---|---|---|---|")
+    for movies in args.movies or SIZES:
+        for chunked in (False, True):
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    f"{movies},{int(chunked)}",
+                    "--steps",
+                    str(args.steps),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+            )
+            if done.returncode:
+                tail = (done.stderr.strip().splitlines() or ["?"])[-1][:120]
+                print(
+                    f"| {movies:,} | {'chunks' if chunked else 'one pass'} | | failed: {tail} | | | |"
+                )
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(
+                f"| {movies:,} | {r['mode']} | {r['tokens']:,} | {r['seconds_per_step']} | "
+                f"{r['steps_per_second']} | {r['peak_rss_gib']} | {r['loss']:.4f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
