@@ -6,7 +6,7 @@
 One loss step (forward and backward, as in training) of bst's catalog-wide softmax with
 the seen mask, on a batch shaped like ML-1M's default (128 windows of up to 200
 events, dim 64; about 14,500 real tokens), at each catalog size: once in one pass and
-once in chunks of tokens under ``train.logits_mib`` (1024 MiB; :func:`bst.task.loss_chunk`).
+once in chunks of tokens under ``train.logits_mib`` (2048 MiB; :func:`bst.task.loss_chunk`).
 Each measurement is its own process, so its peak RSS is the loss's own. The first
 line says the CPU, its vector extensions, TensorFlow's version and its threads.
 """

@@ -197,7 +197,7 @@ class TrainConfig:
             budget on a GPU or TPU.
         logits_mib: the most memory (MiB) the default loss's (tokens x catalog) logits,
             softmax and seen mask may take at once: while a full batch's fit, one pass
-            (ML-1M's take about 0.5 GiB); past it, the loss runs over chunks of tokens
+            (ML-1M's take under 1.4 GiB); past it, the loss runs over chunks of tokens
             that fit (the same value and gradient, the softmax computed twice), and
             ``bst.train`` logs which. 0 = always one pass.
         jit_compile: XLA-compile the training step: ``auto`` (on GPU/TPU only: on a CPU it
@@ -220,7 +220,7 @@ class TrainConfig:
     steps_per_epoch: int = 0
     max_minutes: float = -1.0
     jit_compile: str = "auto"
-    logits_mib: int = 1024
+    logits_mib: int = 2048
 
 
 @dataclass(frozen=True)

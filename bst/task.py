@@ -213,7 +213,10 @@ def chunked_catalog_cross_entropy(
             return i + 1, out.write(i, -tf.math.log(tf.maximum(picked, 1e-37)))
 
         pieces = tf.TensorArray(tf.float32, size=count, infer_shape=False)
-        _, pieces = tf.while_loop(lambda i, _: i < count, forward, (0, pieces))
+        # one chunk at a time: the loop's default runs 10 iterations at once, 10x the memory
+        _, pieces = tf.while_loop(
+            lambda i, _: i < count, forward, (0, pieces), parallel_iterations=1
+        )
         loss = tf.reshape(pieces.concat(), [rows])
 
         def grad(upstream):
@@ -230,7 +233,9 @@ def chunked_catalog_cross_entropy(
 
             dq = tf.TensorArray(tf.float32, size=count, infer_shape=False)
             dc = tf.zeros(tf.shape(c), tf.float32)
-            _, dq, dc = tf.while_loop(lambda i, *_: i < count, backward, (0, dq, dc))
+            _, dq, dc = tf.while_loop(
+                lambda i, *_: i < count, backward, (0, dq, dc), parallel_iterations=1
+            )
             dc -= tf.math.unsorted_segment_sum(qu, labels, tf.shape(c)[0])
             dq = tf.reshape(dq.concat(), tf.shape(query))
             return tf.cast(dq, query.dtype), tf.cast(dc, items.dtype)
@@ -240,10 +245,11 @@ def chunked_catalog_cross_entropy(
     return run(query, items)
 
 
-# The (tokens x catalog) logits the default loss may hold at once (train.logits_mib):
-# bytes per entry for the logits, the softmax and the seen mask.
 def logits_bytes_per_entry(bf16: bool, mask_seen: bool) -> int:
-    return (2 if bf16 else 4) * 2 + (1 if mask_seen else 0)
+    """Bytes the default loss holds per (token, movie) entry at once: the logits, the
+    masked logits and the softmax (bfloat16 or float32), and with the seen mask the
+    mask and the int16 table it is compared from; what ``train.logits_mib`` bounds."""
+    return 3 * (2 if bf16 else 4) + (3 if mask_seen else 0)
 
 
 def loss_chunk(cfg: Config, catalog: int) -> int | None:
