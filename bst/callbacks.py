@@ -55,8 +55,18 @@ class RankingCallback(tf.keras.callbacks.Callback):
         self.history = history  # one JSON line per epoch, appended (survives resumes)
         self.budget = budget_minutes * 60.0
         self.clock = clock or RunClock(tf.Variable(0.0, dtype=tf.float64, trainable=False))
-        self.data = load_eval_data(prepared or cfg.data.prepared_dir, "validation")
+        every = load_eval_data(prepared or cfg.data.prepared_dir, "validation")
+        # many users: a fixed sample validates each epoch (the test split ranks them all)
+        self.data = every.sample(cfg.train.val_users, cfg.train.seed)
         self.inputs = SplitInputs.read(cfg, "validation")  # featurized once for every epoch
+        if self.data is not every:
+            self.inputs = self.inputs.subset(self.data.user_ids)
+            log.info(
+                "validation ranks a fixed sample of %d of %d users each epoch "
+                "(train.val_users; the test split ranks every user)",
+                self.data.num_users,
+                every.num_users,
+            )
         self.scorer: Scorer | None = None
         self.started = 0.0
         self.last_epoch = 0

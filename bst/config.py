@@ -200,6 +200,9 @@ class TrainConfig:
             (ML-1M's take under 1.4 GiB); past it, the loss runs over chunks of tokens
             that fit (the same value and gradient, the softmax computed twice), and
             ``bst.train`` logs which. 0 = always one pass.
+        val_users: with more validation users than this, each epoch's validation (and
+            early stopping) ranks a fixed random sample of this many (``train.seed``;
+            logged); the final test ranks every user. 0 = every user.
         jit_compile: XLA-compile the training step: ``auto`` (on GPU/TPU only: on a CPU it
             is about 3x slower), ``true`` or ``false``.
     """
@@ -221,6 +224,7 @@ class TrainConfig:
     max_minutes: float = -1.0
     jit_compile: str = "auto"
     logits_mib: int = 2048
+    val_users: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -391,6 +395,7 @@ RANGES = {
     "model.id_dropout": (0.0, 1.0, False, True),
     "model.num_negatives": (1, _INF, False, False),
     "train.logits_mib": (0, _INF, False, False),
+    "train.val_users": (0, _INF, False, False),
     "train.epochs": (1, _INF, False, False),
     "train.learning_rate": (0.0, 10.0, True, False),
     "train.warmup_fraction": (0.0, 1.0, False, False),

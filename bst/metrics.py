@@ -185,6 +185,19 @@ class EvalData:
     def num_users(self) -> int:
         return len(self.targets)
 
+    def sample(self, users: int, seed: int) -> EvalData:
+        """A fixed random ``users`` of these users (all of them when there are no more),
+        in their order here: the same ``seed`` gives the same users."""
+        if users <= 0 or users >= self.num_users:
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(self.num_users, users, replace=False))
+        return EvalData.from_histories(
+            [self.histories[r] for r in rows],
+            self.targets[rows],
+            self.num_items,
+            self.user_ids[rows],
+        )
+
     @property
     def history_lengths(self) -> np.ndarray:
         """int64 ``[U]``: events before the target, for :func:`by_history_length`."""

@@ -46,6 +46,14 @@ class SplitInputs:
         users = data.pop(F.USER_ID).astype(str)
         return cls(users, data, (data[F.MOVIE_ID] > 0).sum(axis=1))
 
+    def subset(self, users: np.ndarray) -> SplitInputs:
+        """The rows of ``users`` (ids), in that order."""
+        order = {u: i for i, u in enumerate(self.users)}
+        rows = np.array([order[u] for u in users], dtype=np.int64)
+        return SplitInputs(
+            self.users[rows], {k: v[rows] for k, v in self.inputs.items()}, self.lengths[rows]
+        )
+
 
 class Scorer:
     """Last-position scores of every catalog item, through the servable's path: the

@@ -349,6 +349,7 @@ def train(
         "validation": {
             f"best_{SELECTION_METRIC}": float(best),
             "best_epoch": early_stopping.best_epoch + 1,
+            "users": ranking.data.num_users,  # the fixed sample when train.val_users cut it
         },
         "epochs": epochs,
         "stopped_by": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from bst import config, optim
@@ -113,3 +114,38 @@ def test_between_the_two_callbacks_the_model_holds_the_moving_average():
             np.testing.assert_allclose(seen, avg, rtol=1e-6)  # validation sees the average
         assert not np.allclose(after.seen[epoch][0], during.seen[epoch][0])  # then trained
     np.testing.assert_allclose(model.get_weights()[0], after.averages[-1][0], rtol=1e-6)
+
+
+def test_validation_ranks_a_fixed_sample_of_users_when_there_are_many(tiny_cfg, prepared_dir):
+    """train.val_users below the validation users: each epoch ranks the same random
+    sample (by train.seed), its inputs aligned to it; 0 or more than there are: all."""
+    from bst.callbacks import RankingCallback
+    from bst.data.prepared import Prepared
+    from bst.metrics import load_eval_data
+    from bst.model import Tables, build_model
+    from bst.scoring import rank_metrics
+    from tests.conftest import brute_force_metrics
+
+    every = load_eval_data(prepared_dir, "validation")
+    cfg = config.replace(tiny_cfg, {"train.val_users": 10})
+    callback = RankingCallback(cfg, None)
+    data, inputs = callback.data, callback.inputs
+    assert data.num_users == 10 < every.num_users
+    assert set(data.user_ids) <= set(every.user_ids) and len(set(data.user_ids)) == 10
+    assert list(inputs.users) == list(data.user_ids)
+    again = RankingCallback(cfg, None).data
+    assert list(again.user_ids) == list(data.user_ids)  # fixed: the same users each time
+    other_seed = RankingCallback(config.replace(cfg, {"train.seed": 7}), None).data
+    assert list(other_seed.user_ids) != list(data.user_ids)
+    for users in (0, every.num_users, every.num_users + 5):
+        whole = RankingCallback(config.replace(cfg, {"train.val_users": users}), None)
+        assert whole.data.num_users == every.num_users
+    # the figures are the sample's own: brute force over those 10 users
+    model = build_model(cfg, Tables.from_prepared(Prepared.open(prepared_dir)))
+    metrics = rank_metrics(model, cfg, "validation", data, inputs)
+    import tensorflow as tf
+
+    scores = model({k: tf.constant(v) for k, v in inputs.inputs.items()}, training=False)
+    brute = brute_force_metrics(scores["scores"].numpy(), data.histories, data.targets)
+    assert metrics["users"] == 10
+    assert metrics["ndcg@10"] == pytest.approx(brute["ndcg@10"], abs=1e-5)
