@@ -197,9 +197,17 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
 
     def _set(self, steps: int, why: str) -> None:
         steps = int(min(max(steps, self.steps), self.epochs * self.steps))
-        if steps != int(self.planned.numpy()):
+        before = int(self.planned.numpy())
+        if steps != before:
             self.planned.assign(steps)
-            log.info("schedule planned over %d steps (%s)", steps, why)
+            # a re-plan by under 5 % (short epochs re-plan at nearly every one) is DEBUG
+            small = before > 0 and abs(steps - before) < 0.05 * before
+            log.log(
+                logging.DEBUG if small else logging.INFO,
+                "schedule planned over %d steps (%s)",
+                steps,
+                why,
+            )
 
     def on_train_begin(self, logs=None):
         # before BackupAndRestore restores a resumed run's plan (which then replaces this)
@@ -233,10 +241,11 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
         if first:
             remaining += self.clock.now() - self.epoch_started  # this epoch counts whole
         fit = max(int(remaining // max(epoch_seconds, 1e-3)), 1 if first else 0)
+        epoch = f"{epoch_seconds:.1f} s" if epoch_seconds < 10 else f"{epoch_seconds:.0f} s"
+        budget = f"{self.seconds:.0f} s" if self.seconds < 120 else f"{self.seconds / 60:.0f} min"
         self._set(
             (done + fit) * self.steps,
-            f"{fit} more epoch(s) of about {epoch_seconds:.0f} s fit in the "
-            f"{self.seconds / 60:.0f}-minute budget",
+            f"{fit} more epoch(s) of about {epoch} fit in the {budget} budget",
         )
 
     def on_epoch_end(self, epoch, logs=None):

@@ -192,3 +192,22 @@ def test_the_cpu_budget_by_preset_and_a_given_budget_kept():
     assert given.train.max_minutes == 5.0
     # a saved ml1m-long config loads back as that preset
     assert config.from_dict(resolved.to_dict()) == resolved
+
+
+def test_small_re_plans_are_not_logged_at_info(caplog):
+    """Short epochs re-plan at nearly every epoch: a change under 5 % is a DEBUG line,
+    a larger one (or the first plan) an INFO line."""
+    import logging
+
+    planned = tf.Variable(0, dtype=tf.int64)
+    planner, _ = _planner(planned, epochs=1000)  # planned: 10,000 steps until measured
+    with caplog.at_level(logging.DEBUG, logger="bst.train"):
+        planner._set(1000, "first")
+        planner._set(1030, "3 % more")
+        planner._set(1200, "17 % more")
+    levels = [(r.levelno, r.getMessage().split("(")[1]) for r in caplog.records]
+    assert levels == [
+        (logging.INFO, "first)"),
+        (logging.DEBUG, "3 % more)"),
+        (logging.INFO, "17 % more)"),
+    ]
