@@ -24,23 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 SIZES = (3_706, 26_744, 59_047, 84_432)  # ML-1M, ML-20M, ML-25M, ML-32M rated movies
 
 
-def cpu_line() -> str:
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    extensions = ", ".join(f for f in wanted if f in flags) or "none of AVX2/AVX512/AMX"
-    import os
-
-    return f"{model}, {os.cpu_count()} logical CPUs, {extensions}"
-
-
 def one(movies: int, chunked: bool, steps: int, seed: int = 0) -> dict:
     """Runs in the child: time ``steps`` loss steps after one warm-up; returns figures."""
     import time
@@ -135,11 +118,9 @@ def main() -> None:
         return
     import tensorflow as tf
 
-    print(
-        f"{cpu_line()}; TensorFlow {tf.__version__}, threads: intra-op "
-        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, inter-op "
-        f"{tf.config.threading.get_inter_op_parallelism_threads() or 'default'}"
-    )
+    from bst import machine
+
+    print(machine.line(machine.describe(tf)))
     print("| movies | mode | tokens | s/step | steps/s | peak RSS (GiB) | loss |")
     print("|---|---|---|---|---|---|---|")
     for movies in args.movies or SIZES:

@@ -45,6 +45,7 @@ from pathlib import Path
 import bst  # noqa: F401  (Keras 2 before TensorFlow)
 from bst import config as config_lib
 from bst import features as F
+from bst import machine
 from bst.baselines import all_baselines
 from bst.callbacks import (
     AverageWeights,
@@ -233,6 +234,8 @@ def train(
     cfg = config_lib.validate(cfg)
     run_dir = writable_dir(run_dir, "run folder")
     chief = is_chief()
+    where = machine.describe(tf)
+    log.info("machine: %s", machine.line(where))
     backup = run_dir / "backup"
     if fresh and chief and backup.exists():
         shutil.rmtree(backup)
@@ -362,6 +365,7 @@ def train(
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch": round(process_seconds / max(this_run, 1), 1),
         "examples_per_epoch": windows,
+        "machine": where,  # the CPU, its vector extensions, TensorFlow and its threads
         "strategy": strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "weights_sha256": weights_digest(model),

@@ -52,6 +52,7 @@ def test_outputs(tiny_run):
     for key in ("hr@10", "ndcg@10", "mrr"):
         assert result["baselines"]["popularity"][key] == pytest.approx(popularity[key]), key
     assert 1 <= result["epochs"] <= cfg.train.epochs and result["train_seconds"] > 0
+    assert result["machine"]["logical_cpus"] >= 1 and result["machine"]["tensorflow"]
     assert result["validation"]["best_epoch"] <= result["epochs"]
     report = (run_dir / "report.md").read_text()
     assert f"| BST | {result['test']['hr@1']:.4f} | {result['test']['hr@5']:.4f} |" in report
