@@ -21,6 +21,8 @@ import statistics
 import time
 from pathlib import Path
 
+from bst import machine
+
 RUNS = (("with overviews", "text", "true"), ("without text", "no-text", "false"))
 
 
@@ -37,6 +39,7 @@ def main() -> None:
         help="which runs: text, no-text or both (comma-separated; default both)",
     )
     args = parser.parse_args()
+    print(machine.first_line(), flush=True)  # where these figures are measured
     wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = sorted(set(wanted) - {name for _, name, _ in RUNS})
     if unknown or not wanted:

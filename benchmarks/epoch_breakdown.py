@@ -35,6 +35,8 @@ from pathlib import Path
 
 from _trainer import DEFAULT_DATA, ml1m_trainer
 
+from bst import machine
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--ops", type=int, default=0, help="profile the step: top N ops")
     args = parser.parse_args()
+    print(machine.first_line(), flush=True)  # where these figures are measured
     if args.ops < 0:
         parser.error(f"--ops must be >= 0, got {args.ops}")
 

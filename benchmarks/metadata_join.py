@@ -32,6 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bst import machine
 from bst.data.movielens import read_movies  # noqa: E402
 from bst.metadata import CatalogSpec, join_catalogs, load_catalogs  # noqa: E402
 
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--show-errors", action="store_true", help="list wrong and missed movies")
     args = parser.parse_args(argv)
+    print(machine.first_line(), flush=True)  # where these figures are measured
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")
     data = args.data_dir or default_data_dir()
     movies_path = data / "ml-1m" / "movies.dat"

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bst import machine
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--epochs", type=int, default=2, help="passes for the throughput figure")
     args = parser.parse_args()
+    print(machine.first_line(), flush=True)  # where these figures are measured
     out = Path(args.out or tempfile.mkdtemp(prefix="bst-bench-")) / "prepared"
 
     start = time.perf_counter()

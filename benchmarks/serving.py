@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bst import machine
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--intra-op-threads", type=int, default=0, help="0 = TensorFlow's choice")
     parser.add_argument("--inter-op-threads", type=int, default=0, help="0 = TensorFlow's choice")
     args = parser.parse_args()
+    print(machine.first_line(), flush=True)  # where these figures are measured
 
     import bst  # noqa: F401
 

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bst import machine
+
 REPO = Path(__file__).resolve().parents[1]
 MARKS = (0.10, 0.15, 0.17, 0.18, 0.19)
 
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
+    print(machine.first_line(), flush=True)  # where these figures are measured
 
     from bst import cli
     from bst import train as train_cli

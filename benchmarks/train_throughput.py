@@ -17,6 +17,8 @@ import time
 
 from _trainer import DEFAULT_DATA, ml1m_trainer
 
+from bst import machine
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -25,6 +27,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
+    print(machine.first_line(), flush=True)  # where these figures are measured
 
     import bst  # noqa: F401  (Keras 2 before TensorFlow)
 

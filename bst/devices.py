@@ -14,6 +14,7 @@ import os
 import tensorflow as tf  # bst/__init__.py has already made tf.keras Keras 2
 
 from bst import config as config_lib
+from bst import machine
 from bst.config import CPU_BUDGET_MINUTES, Config
 from bst.errors import UsageError
 
@@ -83,13 +84,10 @@ def accelerator(strategy: tf.distribute.Strategy) -> str:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bfloat16 matmuls natively (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = handle.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """Whether this CPU computes bfloat16 matmuls natively (AVX512-BF16 or AMX) and
+    oneDNN may use them (``ONEDNN_MAX_CPU_ISA`` not below them)."""
+    extensions = machine.cpu()["extensions"]
+    return "AVX512-BF16" in extensions or "AMX" in extensions
 
 
 def resolve(cfg: Config, strategy: tf.distribute.Strategy) -> tuple[Config, list[str]]:

@@ -18,9 +18,34 @@ EXTENSIONS = {
 }
 
 
+# ONEDNN_MAX_CPU_ISA (oneDNN's cap on the instructions its kernels use: TensorFlow's
+# matmuls, softmax, ...) -> the extensions of EXTENSIONS still in use under it, by level
+_ISA_LEVELS = (
+    (("SSE41", "AVX"), 0),
+    (("AVX2", "AVX2_VNNI", "AVX2_VNNI_2"), 1),
+    (("AVX512_CORE", "AVX512_CORE_VNNI"), 2),
+    (("AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16"), 3),
+)
+
+
+def isa_cap() -> str:
+    """``ONEDNN_MAX_CPU_ISA`` as set (upper case), or "" when it is not."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+
+
+def _in_use(extensions: list[str], cap: str) -> list[str]:
+    """The ``extensions`` oneDNN uses under ``cap`` (all of them when there is none)."""
+    for names, level in _ISA_LEVELS:
+        if cap in names:
+            return [e for e in extensions if list(EXTENSIONS.values()).index(e) < level]
+    return extensions  # no cap, ALL, or the AMX levels
+
+
 def cpu() -> dict:
     """``{"model", "logical_cpus", "extensions"}`` of this machine's CPU (what Linux's
-    /proc/cpuinfo says; "unknown" and none elsewhere)."""
+    /proc/cpuinfo says; "unknown" and none elsewhere). ``extensions`` are those in use:
+    under ``ONEDNN_MAX_CPU_ISA`` (say ``AVX2``, to measure what a CPU without AVX512
+    does) only those below the cap, and ``onednn_max_isa`` says the cap."""
     model, flags = "unknown", set()
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
@@ -32,11 +57,15 @@ def cpu() -> dict:
     except OSError:
         pass
     usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    return {
+    info = {
         "model": model,
         "logical_cpus": len(usable) if usable else os.cpu_count(),
         "extensions": [name for flag, name in EXTENSIONS.items() if flag in flags],
     }
+    if isa_cap():
+        info["extensions"] = _in_use(info["extensions"], isa_cap())
+        info["onednn_max_isa"] = isa_cap()
+    return info
 
 
 def describe(tf_module=None) -> dict:
@@ -55,6 +84,8 @@ def line(info: dict) -> str:
     """One line for a log or a benchmark's first line."""
     extensions = ", ".join(info["extensions"]) or "no AVX2/AVX512/AMX"
     text = f"{info['model']}, {info['logical_cpus']} logical CPUs, {extensions}"
+    if info.get("onednn_max_isa"):
+        text += f" (ONEDNN_MAX_CPU_ISA={info['onednn_max_isa']})"
     if "tensorflow" in info:
         threads = [
             f"{name} {info[key] or 'default'}"
@@ -62,3 +93,15 @@ def line(info: dict) -> str:
         ]
         text += f"; TensorFlow {info['tensorflow']}, threads {', '.join(threads)}"
     return text
+
+
+def first_line() -> str:
+    """:func:`line` for a benchmark's first line, before it imports TensorFlow: the CPU
+    and TensorFlow's installed version (its threads are what the benchmark sets)."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("tensorflow")
+    except metadata.PackageNotFoundError:
+        version = "not installed"
+    return f"machine: {line(cpu())}; TensorFlow {version}"

@@ -14,6 +14,7 @@ def test_cpu_names_the_model_cores_and_extensions(monkeypatch, tmp_path):
     real = machine.Path
 
     monkeypatch.setattr(machine, "Path", lambda p: fake if p == "/proc/cpuinfo" else real(p))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     info = machine.cpu()
     assert info["model"] == "Test CPU 9000"
     assert info["extensions"] == ["AVX2", "AVX512", "AVX512-BF16"]  # no AMX flag
@@ -31,3 +32,29 @@ def test_a_cpu_without_the_extensions_says_so(monkeypatch, tmp_path):
     monkeypatch.setattr(machine, "Path", lambda p: fake)
     info = machine.cpu()
     assert info["extensions"] == [] and "no AVX2/AVX512/AMX" in machine.line(info)
+
+
+def test_onednn_isa_cap_lists_only_the_extensions_in_use(monkeypatch, tmp_path):
+    """ONEDNN_MAX_CPU_ISA=AVX2 on an AVX512-BF16 CPU: what an AVX2-only CPU would use,
+    said in the line, and bfloat16 logits are not fast there."""
+    from bst import devices
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("model name\t: Test CPU\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    monkeypatch.setattr(machine, "Path", lambda p: fake)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert machine.cpu()["extensions"] == ["AVX2", "AVX512", "AVX512-BF16", "AMX"]
+    assert devices.cpu_has_fast_bf16()
+    for cap, expected in (
+        ("avx2", ["AVX2"]),
+        ("AVX512_CORE", ["AVX2", "AVX512"]),
+        ("AVX512_CORE_BF16", ["AVX2", "AVX512", "AVX512-BF16"]),
+        ("ALL", ["AVX2", "AVX512", "AVX512-BF16", "AMX"]),
+    ):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        info = machine.cpu()
+        assert info["extensions"] == expected, cap
+        assert info["onednn_max_isa"] == cap.upper()
+        assert f"(ONEDNN_MAX_CPU_ISA={cap.upper()})" in machine.line(info)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not devices.cpu_has_fast_bf16()
