@@ -1,14 +1,17 @@
-"""The default loss at growing catalogs: steps/s and peak memory, one pass against chunks.
+"""The losses at growing catalogs: steps/s and peak memory of the full softmax in one
+pass, in chunks, and of the sampled softmax with shared negatives.
 
     python benchmarks/catalog_loss.py                       # 3,706 / 26,744 / 59,047 / 84,432 movies
-    python benchmarks/catalog_loss.py --movies 59047 --steps 3
+    python benchmarks/catalog_loss.py --movies 59047 --steps 3 --modes chunks,sampled
 
-One loss step (forward and backward, as in training) of bst's catalog-wide softmax with
-the seen mask, on a batch shaped like ML-1M's default (128 windows of up to 200
-events, dim 64; about 14,500 real tokens), at each catalog size: once in one pass and
-once in chunks of tokens under ``train.logits_mib`` (2048 MiB; :func:`bst.task.loss_chunk`).
-Each measurement is its own process, so its peak RSS is the loss's own. The first
-line says the CPU, its vector extensions, TensorFlow's version and its threads.
+One loss step (forward and backward, as in training) with the seen mask, on a batch
+shaped like ML-1M's default (128 windows of up to 200 events, dim 64; about 20,000
+real tokens), at each catalog size: the full softmax once in one pass and once in
+chunks of tokens under ``train.logits_mib`` (2048 MiB; :func:`bst.task.loss_chunk`),
+and the sampled softmax over ``model.num_negatives`` (2048) shared negatives
+(:class:`bst.task.SharedNegatives`, drawn from a popularity law). Each measurement is
+its own process, so its peak RSS is the loss's own. The first line says the CPU, its
+vector extensions, TensorFlow's version and its threads.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 SIZES = (3_706, 26_744, 59_047, 84_432)  # ML-1M, ML-20M, ML-25M, ML-32M rated movies
 
 
-def one(movies: int, chunked: bool, steps: int, seed: int = 0) -> dict:
+MODES = ("one-pass", "chunks", "sampled")
+
+
+def one(movies: int, mode: str, steps: int, seed: int = 0) -> dict:
     """Runs in the child: time ``steps`` loss steps after one warm-up; returns figures."""
     import time
 
@@ -34,11 +40,13 @@ def one(movies: int, chunked: bool, steps: int, seed: int = 0) -> dict:
     from bst import config
     from bst import features as F
     from bst.task import (
+        SharedNegatives,
         catalog_cross_entropy,
         chunked_catalog_cross_entropy,
         first_positions,
         logits_bytes_per_entry,
         loss_chunk,
+        sampled_cross_entropy,
         seen_mask,
         seen_rows,
     )
@@ -61,21 +69,36 @@ def one(movies: int, chunked: bool, steps: int, seed: int = 0) -> dict:
     query = tf.Variable(rng.normal(size=(tokens, dim)).astype(np.float32) * 0.3)
     items = tf.Variable(rng.normal(size=(movies, dim)).astype(np.float32) * 0.3)
     labels = tf.boolean_mask(target_t, valid) - F.NUM_RESERVED
-    cfg = config.replace(config.ml1m(), {"train.batch_size": batch})
+    from bst.devices import cpu_has_fast_bf16
+
+    # bfloat16 logits where bst.train uses them: not under ONEDNN_MAX_CPU_ISA=AVX2
+    cfg = config.replace(
+        config.ml1m(), {"train.batch_size": batch, "train.bf16_logits": cpu_has_fast_bf16()}
+    )
     # the chunk train.logits_mib gives (at ML-1M's size one chunk holds every token:
     # the chunked path's own cost, the softmax twice)
     per_row = movies * logits_bytes_per_entry(cfg.train.bf16_logits, cfg.model.mask_seen)
     chunk = (
         (loss_chunk(cfg, movies) or int(cfg.train.logits_mib * 2**20 // per_row))
-        if chunked
+        if mode == "chunks"
         else None
     )
     bf16 = tf.bfloat16 if cfg.train.bf16_logits else None
+    negatives = SharedNegatives((np.arange(movies) + 20.0) ** -1.1 * 1e7, cfg.model.num_negatives)
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            if chunk is None:
+            if mode == "sampled":
+                drawn = negatives()
+                first = tf.gather(first_positions(ids_t, movies), drawn, axis=1)
+                token = tf.where(valid)
+                row, pos = tf.cast(token[:, 0], tf.int32), tf.cast(token[:, 1], tf.int32)
+                mask = tf.gather(first, row) <= pos[:, tf.newaxis]
+                loss = sampled_cross_entropy(
+                    query, items, labels, drawn, negatives.log_q, mask, bf16
+                )
+            elif chunk is None:
                 mask = seen_mask(ids_t, target_t, valid, movies)
                 loss = catalog_cross_entropy(query, items, labels, mask, bf16)
             else:
@@ -97,7 +120,13 @@ def one(movies: int, chunked: bool, steps: int, seed: int = 0) -> dict:
     seconds = (time.perf_counter() - started) / steps
     return {
         "movies": movies,
-        "mode": f"chunks of {chunk} tokens" if chunk else "one pass",
+        "mode": (
+            f"chunks of {chunk:,} tokens"
+            if chunk
+            else f"sampled, {negatives.num:,} shared negatives"
+            if mode == "sampled"
+            else "one pass"
+        ),
         "tokens": tokens,
         "seconds_per_step": round(seconds, 3),
         "steps_per_second": round(1.0 / seconds, 2),
@@ -110,12 +139,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--movies", type=int, action="append", default=None)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:  # movies,chunked
-        movies, chunked = args.child.split(",")
-        print(json.dumps(one(int(movies), chunked == "1", args.steps)))
+    if args.child:  # movies,mode
+        movies, mode = args.child.split(",")
+        print(json.dumps(one(int(movies), mode, args.steps)))
         return
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - set(MODES):
+        parser.error(f"--modes takes {', '.join(MODES)}; got {args.modes!r}")
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
     import tensorflow as tf
 
     from bst import machine
@@ -124,13 +161,13 @@ def main() -> None:
     print("| movies | mode | tokens | s/step | steps/s | peak RSS (GiB) | loss |")
     print("|---|---|---|---|---|---|---|")
     for movies in args.movies or SIZES:
-        for chunked in (False, True):
+        for mode in modes:
             done = subprocess.run(
                 [
                     sys.executable,
                     __file__,
                     "--child",
-                    f"{movies},{int(chunked)}",
+                    f"{movies},{mode}",
                     "--steps",
                     str(args.steps),
                 ],
@@ -140,9 +177,7 @@ def main() -> None:
             )
             if done.returncode:
                 tail = (done.stderr.strip().splitlines() or ["?"])[-1][:120]
-                print(
-                    f"| {movies:,} | {'chunks' if chunked else 'one pass'} | | failed: {tail} | | | |"
-                )
+                print(f"| {movies:,} | {mode} | | failed: {tail} | | | |")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             print(

@@ -380,11 +380,12 @@ def _check_train(args: argparse.Namespace) -> None:
                 "(data.synthetic=true), so it would not be used; add --set "
                 "data.synthetic=false to use it"
             )
-    if cfg.model.loss == "sampled" and cfg.model.mask_seen:
+    in_batch = cfg.model.loss in ("sampled", "auto") and cfg.model.negatives == "in-batch"
+    if in_batch and cfg.model.mask_seen:
         if "model.mask_seen" in updates:
             raise UsageError(
-                "model.mask_seen=true needs model.loss=softmax: the sampled loss's negatives "
-                "are the batch's other targets, not the catalog"
+                "model.mask_seen=true does not apply to model.negatives=in-batch: those "
+                "negatives are the batch's other targets, not the catalog"
             )
         updates["model.mask_seen"] = False  # the default does not apply; the config says so
     updates = data_updates(args, updates)

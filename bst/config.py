@@ -121,12 +121,22 @@ class ModelConfig:
         attention_dropout: dropout rate on the attention weights.
         feature_dropout: probability of replacing an optional feature (time gap, rating,
             profile, text) by UNKNOWN during training, so requests without it work.
-        loss: ``softmax`` (full catalog) or ``sampled`` (TFRS Retrieval, log-Q corrected).
-        num_negatives: sampled-softmax negatives per batch (``sampled`` only).
+        loss: ``auto`` (the default): ``softmax`` while a full batch's logits fit
+            ``train.logits_mib``, ``sampled`` past it (``bst.train`` logs which and why,
+            and the saved config holds it); ``softmax``: cross-entropy over the full
+            catalog (over chunks of tokens past ``train.logits_mib``: the same loss);
+            ``sampled``: a sampled softmax (``model.negatives``, log-Q corrected).
+        negatives: the ``sampled`` loss's negatives: ``shared`` (the default:
+            ``num_negatives`` distinct movies drawn from the catalog each step by
+            training popularity ** 0.75, shared by every position of the batch) or
+            ``in-batch`` (TFRS ``Retrieval``: at most ``num_negatives`` positions of the
+            batch, whose targets are each other's negatives).
+        num_negatives: negatives of the ``sampled`` loss (see ``negatives``).
         mask_seen: at each position, the movies the history already holds are not
             negatives of the softmax (evaluation and serving never rank them), unless one
-            is the target. ``softmax`` loss only: ``bst.train`` turns it off for
-            ``sampled`` (and refuses ``--set model.mask_seen=true`` with it).
+            is the target. With ``softmax`` and shared ``sampled`` negatives; ``bst.train``
+            turns it off for ``in-batch`` negatives (and refuses ``--set
+            model.mask_seen=true`` with them).
         id_dropout: in training, drop each movie's id embedding from its token with this
             probability (one draw per movie and step), so genres, year and overview learn
             to carry a movie alone, as they must for a movie nobody has rated (the
@@ -144,8 +154,9 @@ class ModelConfig:
     dropout: float = 0.2
     attention_dropout: float = 0.0
     feature_dropout: float = 0.3
-    loss: str = "softmax"
-    num_negatives: int = 1024
+    loss: str = "auto"
+    negatives: str = "shared"
+    num_negatives: int = 2048
     mask_seen: bool = True
     id_dropout: float = 0.0
     text: bool = True
@@ -195,11 +206,12 @@ class TrainConfig:
             fit in it.
             -1 (the default) = 30 minutes on a CPU (60 for the ``ml1m-long`` preset), no
             budget on a GPU or TPU.
-        logits_mib: the most memory (MiB) the default loss's (tokens x catalog) logits,
+        logits_mib: the most memory (MiB) the full softmax's (tokens x catalog) logits,
             softmax and seen mask may take at once: while a full batch's fit, one pass
-            (ML-1M's take under 1.4 GiB); past it, the loss runs over chunks of tokens
-            that fit (the same value and gradient, the softmax computed twice), and
-            ``bst.train`` logs which. 0 = always one pass.
+            (ML-1M's take under 1.4 GiB); past it, ``model.loss=auto`` switches to the
+            sampled loss and ``model.loss=softmax`` runs over chunks of tokens that fit
+            (the same value and gradient, the softmax computed twice); ``bst.train``
+            logs which. 0 = no bound (one pass, and ``auto`` is ``softmax``).
         val_users: with more validation users than this, each epoch's validation (and
             early stopping) ranks a fixed random sample of this many (``train.seed``;
             logged); the final test ranks every user. 0 = every user.
@@ -374,7 +386,8 @@ CHOICES = {
     "data.format": FORMAT_NAMES,
     "data.dataset": ("", *DATASET_NAMES),
     "data.time_unit": ("auto", "s", "ms"),
-    "model.loss": ("softmax", "sampled"),
+    "model.loss": ("auto", "softmax", "sampled"),
+    "model.negatives": ("shared", "in-batch"),
     "train.schedule": ("cosine", "linear", "constant"),
     "train.jit_compile": ("auto", "true", "false"),
 }

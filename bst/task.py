@@ -1,8 +1,10 @@
 """The training task: the losses that wrap the functional model for ``fit``.
 
 :class:`BSTTrainer` adds to :func:`bst.model.build_model`'s model: full-softmax
-cross-entropy over the catalog at every real position (default), or TFRS
-``Retrieval`` sampled softmax with log-Q correction, plus the optional rating head.
+cross-entropy over the catalog at every real position (over chunks of tokens for a
+catalog whose logits would not fit ``train.logits_mib``), or a sampled softmax with
+log-Q correction (negatives drawn from the catalog and shared by the batch, or TFRS
+``Retrieval``'s in-batch negatives), plus the optional rating head.
 Regularization losses of the model's layers (``model.losses``) are added to the
 training loss.
 """
@@ -245,11 +247,143 @@ def chunked_catalog_cross_entropy(
     return run(query, items)
 
 
+# Shared negatives are drawn by training popularity raised to this power: between the
+# uniform draw (0), which rarely offers the popular movies a query confuses with its
+# target, and popularity itself (1), which rarely offers the rest.
+NEGATIVES_DISTORTION = 0.75
+
+
+class SharedNegatives:
+    """Draws ``num`` distinct catalog columns for a whole step, shared by every token.
+
+    Column ``j`` is drawn by ``counts[j] ** distortion`` (``counts``: training events per
+    column, at least 1), without replacement, by the Gumbel top-k trick (``num`` largest
+    of ``log p + Gumbel noise``: one uniform draw and one ``top_k`` over the catalog, on
+    any device and under XLA). :attr:`log_q` is the log of each column's chance to be
+    among them, ``1 - (1 - p_j) ** T`` with ``T`` such that the chances add up to
+    ``num`` (the approximation TensorFlow's own samplers use), computed once;
+    :func:`sampled_cross_entropy` subtracts it from the logits (the log-Q correction), so
+    that the sampled softmax estimates the full one rather than one over a catalog skewed
+    towards popular movies. With ``num`` at least the catalog every column is drawn,
+    with ``log_q = 0``: the full softmax.
+    """
+
+    def __init__(self, counts: np.ndarray, num: int, distortion: float = NEGATIVES_DISTORTION):
+        counts = np.maximum(np.asarray(counts, np.float64), 1.0)
+        probs = counts**distortion
+        probs /= probs.sum()
+        self.num = int(min(num, len(probs)))
+        self.catalog = len(probs)
+        if self.num >= self.catalog:
+            chance = np.ones_like(probs)
+        else:
+            low, high = float(self.num), float(self.num)
+            while _expected_draws(probs, high) < self.num:
+                high *= 2.0
+            for _ in range(100):  # bisection on the number of draws T
+                mid = 0.5 * (low + high)
+                low, high = (mid, high) if _expected_draws(probs, mid) < self.num else (low, mid)
+            chance = -np.expm1(high * np.log1p(-probs))
+        self.log_p = tf.constant(np.log(probs), tf.float32)
+        self.log_q = tf.constant(np.log(np.maximum(chance, 1e-30)), tf.float32)
+
+    def __call__(self) -> tf.Tensor:
+        """int32 ``(num,)``: this step's negatives."""
+        if self.num >= self.catalog:
+            return tf.range(self.catalog, dtype=tf.int32)
+        uniform = tf.random.uniform([self.catalog], minval=1e-20, maxval=1.0)
+        gumbel = -tf.math.log(-tf.math.log(uniform))
+        return tf.math.top_k(self.log_p + gumbel, k=self.num, sorted=False).indices
+
+
+def _expected_draws(probs: np.ndarray, tries: float) -> float:
+    """Distinct columns expected among ``tries`` draws with replacement by ``probs``."""
+    return float(-np.expm1(tries * np.log1p(-probs)).sum())
+
+
+def sampled_cross_entropy(
+    query: tf.Tensor,
+    items: tf.Tensor,
+    labels: tf.Tensor,
+    negatives: tf.Tensor,
+    log_q: tf.Tensor,
+    mask: tf.Tensor | None = None,
+    logits_dtype: tf.DType | None = None,
+) -> tf.Tensor:
+    """Per-row ``-log softmax`` over the row's label and ``K`` negatives shared by every
+    row (:class:`SharedNegatives`), float32 ``(M,)``: ``(M, D)`` queries, ``(N, D)``
+    items, int ``(M,)`` labels and ``(K,)`` negatives (row indices of ``items``).
+
+    Each logit has ``log_q`` (float32 ``(N,)``, the log of each column's chance to be
+    drawn) of its column subtracted. A
+    negative that is the row's label (an accidental hit) is left out of that row, as are
+    the entries of ``mask`` (optional ``(M, K)`` bool: the negatives each token's history
+    already holds, :func:`seen_mask`'s rule). The ``(M, K)`` logits matmul runs in
+    ``logits_dtype`` (bfloat16 with ``train.bf16_logits``), the softmax in float32.
+    """
+    labels, negatives = tf.cast(labels, tf.int32), tf.cast(negatives, tf.int32)
+    drop = tf.equal(labels[:, tf.newaxis], negatives[tf.newaxis, :])  # (M, K) accidental hits
+    if mask is not None:
+        drop |= mask
+    label_q, negative_q = tf.gather(log_q, labels), tf.gather(log_q, negatives)
+
+    @tf.custom_gradient
+    def run(query, items):
+        # as catalog_cross_entropy: one matmul and one softmax forward, the backward pass
+        # from that softmax; column 0 of the (M, 1 + K) softmax is each row's label
+        dtype = logits_dtype or query.dtype
+        q32, c = tf.cast(query, tf.float32), tf.gather(items, negatives)  # (K, D)
+        label_items = tf.cast(tf.gather(items, labels), tf.float32)  # (M, D)
+        positive = tf.reduce_sum(q32 * label_items, axis=-1) - label_q  # (M,)
+        q = tf.cast(query, dtype)
+        negative = tf.matmul(q, tf.cast(c, dtype), transpose_b=True)  # (M, K)
+        negative = tf.cast(negative, tf.float32) - negative_q[tf.newaxis, :]
+        negative = tf.where(drop, tf.constant(-1e9, tf.float32), negative)
+        probs = tf.nn.softmax(tf.concat([positive[:, tf.newaxis], negative], axis=1))
+        loss = -tf.math.log(tf.maximum(probs[:, 0], 1e-37))  # (M,)
+
+        def grad(upstream):
+            u = tf.cast(upstream, tf.float32)[:, tf.newaxis]  # (M, 1)
+            qu = q32 * u
+            # a zero row for column 0: probs @ [0; c] = the negatives' share of dquery
+            padded = tf.concat([tf.zeros_like(c[:1]), c], axis=0)  # (1 + K, D)
+            pq = tf.cast(probs, dtype)
+            spread = tf.cast(tf.matmul(pq, tf.cast(padded, dtype)), tf.float32)  # (M, D)
+            dq = (spread + (probs[:, :1] - 1.0) * label_items) * u
+            dc = tf.matmul(tf.cast(qu, dtype), pq, transpose_a=True)  # (D, 1 + K)
+            dc = tf.transpose(tf.cast(dc, tf.float32))[1:]  # (K, D)
+            rows = tf.shape(items)[0]
+            ditems = tf.math.unsorted_segment_sum(dc, negatives, rows)
+            ditems += tf.math.unsorted_segment_sum((probs[:, :1] - 1.0) * qu, labels, rows)
+            return tf.cast(dq, query.dtype), tf.cast(ditems, items.dtype)
+
+        return loss, grad
+
+    return run(query, items)
+
+
 def logits_bytes_per_entry(bf16: bool, mask_seen: bool) -> int:
     """Bytes the default loss holds per (token, movie) entry at once: the logits, the
     masked logits and the softmax (bfloat16 or float32), and with the seen mask the
     mask and the int16 table it is compared from; what ``train.logits_mib`` bounds."""
     return 3 * (2 if bf16 else 4) + (3 if mask_seen else 0)
+
+
+def choose_loss(cfg: Config, catalog: int) -> tuple[str, str]:
+    """``(loss, why)``: the loss ``cfg`` trains with over ``catalog`` movies, ``softmax``
+    or ``sampled``. ``model.loss=auto`` is ``softmax`` while a full batch's logits fit
+    ``train.logits_mib`` in one pass (:func:`loss_chunk`), ``sampled`` (shared negatives)
+    past it: there the full softmax would run over chunks of tokens, several times
+    slower a step than the sampled one (docs/results.md, "The loss at growing
+    catalogs"). Any other value is used as given."""
+    if cfg.model.loss != "auto":
+        return cfg.model.loss, f"model.loss={cfg.model.loss}"
+    if loss_chunk(cfg, catalog) is None:
+        return "softmax", "model.loss=auto: a full batch's logits fit train.logits_mib"
+    return "sampled", (
+        "model.loss=auto: a full batch's logits would not fit train.logits_mib, and the "
+        "sampled loss is several times faster a step there than the chunked full softmax"
+    )
 
 
 def loss_chunk(cfg: Config, catalog: int) -> int | None:
@@ -268,9 +402,12 @@ class BSTTrainer(tf.keras.Model):
     """Wraps the functional model with its training loss (``fit``/``evaluate``).
 
     ``loss="softmax"``: cross-entropy over the full catalog at every real position.
-    ``loss="sampled"``: TFRS ``Retrieval`` over at most ``num_negatives`` positions per
-    batch, their targets serving as each other's negatives, with log-Q correction by
-    training-item frequency. With ``rating_head`` an MLP over [query, target item]
+    ``loss="sampled"``: with ``negatives="shared"``, a softmax over each position's
+    target and ``num_negatives`` movies drawn for the batch (:class:`SharedNegatives`,
+    :func:`sampled_cross_entropy`); with ``"in-batch"``, TFRS ``Retrieval`` over at most
+    ``num_negatives`` positions per batch, their targets serving as each other's
+    negatives; both with log-Q correction by training-item frequency. ``loss="auto"``
+    is one of the two (:func:`choose_loss`; :attr:`loss_kind` says which). With ``rating_head`` an MLP over [query, target item]
     predicts the rating (1..5) of the next event; its MSE is added with weight 0.1.
 
     Under a distribution strategy each replica's loss is its share of the global batch's
@@ -303,28 +440,39 @@ class BSTTrainer(tf.keras.Model):
         self.elapsed_seconds = tf.Variable(
             0.0, trainable=False, dtype=tf.float64, name="elapsed_seconds"
         )
-        self.num_negatives = cfg.model.num_negatives
-        self.mask_seen = cfg.model.mask_seen and cfg.model.loss == "softmax"
-        # None: the default loss's logits fit train.logits_mib in one pass (bst.train logs it)
-        catalog = model.encoder.items.num_trained - F.NUM_RESERVED
-        self.chunk = loss_chunk(cfg, catalog) if cfg.model.loss == "softmax" else None
-        if self.loss_kind not in ("softmax", "sampled"):
+        if self.loss_kind not in ("auto", "softmax", "sampled"):
             raise ValueError(
-                f"model.loss must be 'softmax' or 'sampled'. Received: {self.loss_kind!r}"
+                f"model.loss must be 'auto', 'softmax' or 'sampled'. Received: {self.loss_kind!r}"
+            )
+        if cfg.model.negatives not in ("shared", "in-batch"):
+            raise ValueError(
+                f"model.negatives must be 'shared' or 'in-batch'. Received: {cfg.model.negatives!r}"
             )
         self.items = model.encoder.items
         # Held-out movies (the cold-start protocol) are neither targets nor negatives:
         # training never sees them. They are the catalog's last rows, from num_trained on.
         self.num_trained = self.items.num_trained
-        self.retrieval = None
-        if self.loss_kind == "sampled":
-            freq = np.asarray(
+        catalog = self.num_trained - F.NUM_RESERVED
+        self.loss_kind, self.loss_reason = choose_loss(cfg, catalog)
+        in_batch = self.loss_kind == "sampled" and cfg.model.negatives == "in-batch"
+        self.num_negatives = cfg.model.num_negatives
+        self.mask_seen = cfg.model.mask_seen and not in_batch
+        # None: the full softmax's logits fit train.logits_mib in one pass (bst.train logs it)
+        self.chunk = loss_chunk(cfg, catalog) if self.loss_kind == "softmax" else None
+        freq = np.maximum(
+            np.asarray(
                 item_frequency if item_frequency is not None else np.ones(self.items.num_items),
                 np.float64,
-            )
-            freq = np.maximum(freq, 1.0)
+            ),
+            1.0,
+        )
+        self.retrieval = self.negatives = None
+        if in_batch:
             self.log_q = tf.constant(freq / freq.sum(), tf.float32)
             self.retrieval = tfrs.tasks.Retrieval(remove_accidental_hits=True, name="retrieval")
+        elif self.loss_kind == "sampled":
+            trained = freq[F.NUM_RESERVED : self.num_trained]
+            self.negatives = SharedNegatives(trained, cfg.model.num_negatives)
         self.rating_head = None
         if cfg.model.rating_head:
             self.rating_head = MLPHead(
@@ -354,7 +502,29 @@ class BSTTrainer(tf.keras.Model):
             valid &= target < self.num_trained
         q = tf.boolean_mask(query, valid)  # (M, D)
         t = tf.boolean_mask(target, valid)  # (M,)
-        if self.retrieval is None and self.static_shapes:
+        if self.negatives is not None:  # sampled softmax, negatives shared by the batch
+            items = catalog[F.NUM_RESERVED : self.num_trained]  # (N - 2, D)
+            negatives = self.negatives()  # (K,)
+            mask = None
+            if self.mask_seen:  # the negatives each token's history holds
+                ids = tf.cast(features[F.MOVIE_ID], tf.int32)
+                first = first_positions(ids, tf.shape(items)[0])  # (B, N - 2), small
+                token = tf.where(valid)
+                row, step = tf.cast(token[:, 0], tf.int32), tf.cast(token[:, 1], tf.int32)
+                first = tf.gather(first, negatives, axis=1)  # (B, K)
+                mask = tf.gather(first, row) <= step[:, tf.newaxis]  # (M, K)
+            per_token = sampled_cross_entropy(
+                q,
+                items,
+                t - F.NUM_RESERVED,
+                negatives,
+                self.negatives.log_q,
+                mask,
+                self.logits_dtype,
+            )
+            tokens = global_count(tf.cast(tf.size(per_token), tf.float32))
+            loss = tf.math.divide_no_nan(tf.reduce_sum(per_token), tokens)
+        elif self.retrieval is None and self.static_shapes:
             items = catalog[F.NUM_RESERVED : self.num_trained]
             if self.logits_dtype is not None:
                 query, items = tf.cast(query, self.logits_dtype), tf.cast(items, self.logits_dtype)

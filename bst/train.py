@@ -94,7 +94,7 @@ from bst.optim import (
 )
 from bst.pipeline import make_dataset
 from bst.scoring import rank_metrics
-from bst.task import BSTTrainer, logits_bytes_per_entry
+from bst.task import BSTTrainer, choose_loss, logits_bytes_per_entry
 
 import tensorflow as tf  # isort: skip
 
@@ -188,14 +188,36 @@ def check_backup(requested: str, backup: Path) -> None:
     )
 
 
+def resolve_loss(cfg: Config, prepared: Prepared) -> Config:
+    """``cfg`` with ``model.loss=auto`` made concrete for ``prepared``'s catalog
+    (:func:`bst.task.choose_loss`, logged with the reason); any other value unchanged."""
+    if cfg.model.loss != "auto":
+        return cfg
+    catalog = prepared.num_trained_items - F.NUM_RESERVED
+    loss, why = choose_loss(cfg, catalog)
+    log.info("loss: %s (%s)", loss, why)
+    return config_lib.replace(cfg, {"model.loss": loss})
+
+
 def _log_loss_memory(cfg: Config, trainer: BSTTrainer) -> None:
-    """Says whether the default loss's logits fit ``train.logits_mib`` in one pass."""
-    if cfg.model.loss != "softmax":
-        return
+    """Says how the loss runs: the full softmax's logits in one pass or in chunks under
+    ``train.logits_mib``, or the sampled loss's negatives."""
     catalog = trainer.num_trained - F.NUM_RESERVED
     per_row = catalog * logits_bytes_per_entry(cfg.train.bf16_logits, cfg.model.mask_seen)
     full = size_text(cfg.train.batch_size * cfg.model.max_len * per_row)
-    if trainer.chunk is None:
+    if trainer.loss_kind == "sampled":
+        negatives = trainer.negatives
+        log.info(
+            "loss: sampled softmax, %s of %d movies, log-Q corrected%s (the full "
+            "softmax's logits would take %s a batch)",
+            f"{negatives.num} shared negatives drawn each step"
+            if negatives is not None
+            else f"in-batch negatives (at most {cfg.model.num_negatives} positions)",
+            catalog,
+            ", seen movies masked" if trainer.mask_seen else "",
+            full,
+        )
+    elif trainer.chunk is None:
         log.info(
             "loss: softmax over %d movies in one pass (a full batch's logits: %s; "
             "train.logits_mib=%d)",
@@ -248,6 +270,7 @@ def train(
     prepared = Prepared.open(cfg.data.prepared_dir)
     _check_rating_head(cfg, prepared)
     cfg = resolve_batch_size(cfg, prepared)
+    cfg = resolve_loss(cfg, prepared)
     windows = count_train_windows(prepared, cfg.model.max_len, cfg.data.all_windows)
     cfg, notes = resolve(cfg, strategy)
     for note in notes:
@@ -370,7 +393,9 @@ def train(
         "replicas": strategy.num_replicas_in_sync,
         "weights_sha256": weights_digest(model),
         "planned_steps": int(trainer.planned_steps.numpy()),
+        "loss": trainer.loss_kind,
         "loss_chunk_tokens": trainer.chunk,  # None: the loss's logits in one pass
+        "loss_negatives": trainer.negatives.num if trainer.negatives is not None else None,
         "history": read_history(history_path),
     }
     table = format_table({MODEL_NAME: test, **baselines}, TABLE_METRICS)

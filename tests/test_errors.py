@@ -122,9 +122,13 @@ def test_zip_over_the_size_limit_is_refused_before_writing(tmp_path):
         (["--format", "sasrec"], "--format sasrec: the tiny preset trains on synthetic"),
         (["--set", "data.data_dir=elsewhere"], "data.data_dir='elsewhere' is set but"),
         (
-            ["--set", "model.loss=sampled", "--set", "model.mask_seen=true"],
-            "model.mask_seen=true needs model.loss=softmax",
+            [
+                *("--set", "model.loss=sampled", "--set", "model.negatives=in-batch"),
+                *("--set", "model.mask_seen=true"),
+            ],
+            "model.mask_seen=true does not apply to model.negatives=in-batch",
         ),
+        (["--set", "model.negatives=popular"], "model.negatives must be one of shared, in-batch"),
         (
             [
                 *("--set", "data.synthetic=false", "--format", "sasrec"),
@@ -340,13 +344,17 @@ def test_ctrl_c_in_serve_is_one_line_exit_130(tmp_path):
     assert text.strip().splitlines()[-1] == "interrupted; server stopped"
 
 
-def test_sampled_loss_turns_the_default_mask_seen_off_in_the_saved_config():
-    """``model.mask_seen`` (on by default) does not apply to the sampled loss: the resolved
-    config says it is off, instead of claiming a masking that never ran."""
+def test_in_batch_negatives_turn_the_default_mask_seen_off_in_the_saved_config():
+    """``model.mask_seen`` (on by default) does not apply to in-batch negatives: the
+    resolved config says it is off, instead of claiming a masking that never ran. Shared
+    negatives keep it."""
     from bst import cli
 
-    args = cli.parse("train", ["--preset", "tiny", "--set", "model.loss=sampled"])
+    in_batch = ["--set", "model.loss=sampled", "--set", "model.negatives=in-batch"]
+    args = cli.parse("train", ["--preset", "tiny", *in_batch])
     assert args.cfg.model.loss == "sampled" and args.cfg.model.mask_seen is False
+    shared = cli.parse("train", ["--preset", "tiny", "--set", "model.loss=sampled"]).cfg
+    assert shared.model.negatives == "shared" and shared.model.mask_seen is True
     assert cli.parse("train", ["--preset", "tiny"]).cfg.model.mask_seen is True
 
 

@@ -19,9 +19,13 @@ def tables(prepared_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss", ["softmax", "sampled"])
-def test_training_steps_lower_the_loss(tiny_cfg, tables, loss):
-    cfg = config.replace(tiny_cfg, {"model.loss": loss, "model.num_negatives": 64})
+@pytest.mark.parametrize(
+    "loss, negatives", [("softmax", "shared"), ("sampled", "shared"), ("sampled", "in-batch")]
+)
+def test_training_steps_lower_the_loss(tiny_cfg, tables, loss, negatives):
+    cfg = config.replace(
+        tiny_cfg, {"model.loss": loss, "model.negatives": negatives, "model.num_negatives": 16}
+    )
     tf.keras.utils.set_random_seed(0)
     trainer = BSTTrainer(build_model(cfg, tables), cfg, item_frequency=np.arange(tables.num_items))
     trainer.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
@@ -45,7 +49,7 @@ def test_rating_head(tiny_cfg, tables):
 
 def test_unknown_loss_is_rejected(tiny_cfg, tables):
     cfg = config.replace(tiny_cfg, {"model.loss": "hinge"})
-    with pytest.raises(ValueError, match="model.loss must be 'softmax' or 'sampled'"):
+    with pytest.raises(ValueError, match="model.loss must be 'auto', 'softmax' or 'sampled'"):
         BSTTrainer(build_model(cfg, tables), cfg)
 
 
@@ -430,3 +434,108 @@ def test_loss_chunk_keeps_one_pass_for_ml1m_and_bounds_large_catalogs():
     assert loss_chunk(config.replace(cfg, {"train.logits_mib": 0}), 59_047) is None
     bigger = config.replace(cfg, {"train.logits_mib": 4096})
     assert abs(loss_chunk(bigger, 59_047) - 2 * rows) <= 1
+
+
+def test_shared_negatives_are_distinct_and_their_chances_add_up_to_the_draw():
+    """Each draw is ``num`` distinct columns; ``log_q`` is each column's chance to be
+    drawn (summing to ``num``), and over many draws the columns come up that often."""
+    from bst.task import SharedNegatives
+
+    counts = (np.arange(50) + 3.0) ** -1.1 * 1000  # a popularity law
+    sampler = SharedNegatives(counts, 12, distortion=0.75)
+    chance = np.exp(sampler.log_q.numpy())
+    assert chance.sum() == pytest.approx(12.0, rel=1e-4)
+    assert np.all(np.diff(chance) < 0)  # more popular, more often drawn
+    tf.random.set_seed(0)
+    seen = np.zeros(50)
+    for _ in range(2000):
+        draw = sampler().numpy()
+        assert len(set(draw.tolist())) == 12 and draw.min() >= 0 and draw.max() < 50
+        seen[draw] += 1
+    # the approximation of drawing without replacement: within a few points
+    np.testing.assert_allclose(seen / 2000, chance, atol=0.05)
+    every = SharedNegatives(counts, 80)  # at least the catalog: every column, log_q 0
+    assert sorted(every().numpy().tolist()) == list(range(50))
+    assert np.all(every.log_q.numpy() == 0.0)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_sampled_cross_entropy_over_every_column_is_the_full_softmax(masked):
+    """With every column a negative and log_q 0 the sampled loss is the full softmax
+    (values and gradients): the label's own column is left out as an accidental hit."""
+    from bst.task import catalog_cross_entropy, sampled_cross_entropy
+
+    query, items, labels = _query_items_labels(3)
+    negatives = tf.range(11)
+    mask = None
+    if masked:
+        mask = np.random.default_rng(5).random((7, 11)) < 0.3
+        mask[np.arange(7), labels.numpy()] = False
+        mask = tf.constant(mask)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([query, items])
+        ours = sampled_cross_entropy(query, items, labels, negatives, tf.zeros(11), mask)
+        full = catalog_cross_entropy(query, items, labels, mask)
+    np.testing.assert_allclose(ours.numpy(), full.numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(
+        tape.gradient(ours, [query, items]), tape.gradient(full, [query, items]), strict=True
+    ):
+        a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)  # gathers: IndexedSlices
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_sampled_cross_entropy_by_hand():
+    """One row, two negatives with log-Q: -log(e^(s+ - q+) / sum of e^(s - q)), the
+    negative that is the row's label and a masked one left out."""
+    from bst.task import sampled_cross_entropy
+
+    query = tf.constant([[1.0, 2.0]])
+    items = tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.5]])
+    log_q = tf.constant([-1.0, -2.0, -0.5, -3.0])
+    # label 2; negatives 0, 1, 2 (its own label: left out) and 3 (masked)
+    mask = tf.constant([[False, False, False, True]])
+    loss = sampled_cross_entropy(
+        query, items, tf.constant([2]), tf.constant([0, 1, 2, 3]), log_q, mask
+    )
+    logits = np.array([3.0 + 0.5, 1.0 + 1.0, 2.0 + 2.0])  # label, negative 0, negative 1
+    expected = -(logits[0] - np.log(np.exp(logits).sum()))
+    assert float(loss[0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_auto_loss_is_the_full_softmax_where_logits_fit_and_sampled_past_them():
+    from bst.task import choose_loss
+
+    cfg = config.replace(config.ml1m(), {"train.batch_size": 128})
+    assert cfg.model.loss == "auto"
+    assert choose_loss(cfg, 3_706)[0] == "softmax"  # ML-1M: unchanged
+    loss, why = choose_loss(cfg, 59_047)
+    assert loss == "sampled" and "train.logits_mib" in why
+    assert choose_loss(config.replace(cfg, {"train.logits_mib": 0}), 59_047)[0] == "softmax"
+    given = config.replace(cfg, {"model.loss": "softmax"})
+    assert choose_loss(given, 59_047) == ("softmax", "model.loss=softmax")
+
+
+def test_shared_negatives_mask_the_movies_each_history_holds(tiny_cfg, tables):
+    """With every movie drawn, the shared-negatives loss of a batch equals the full
+    softmax's (seen mask and all): the same mask, applied to the drawn columns."""
+    cfg = config.replace(
+        tiny_cfg, {"train.bf16_logits": False, "model.dropout": 0.0, "model.feature_dropout": 0.0}
+    )
+    batch, labels = next(iter(make_dataset(cfg, "train", batch_size=16, shuffle=False)))
+    model = build_model(cfg, tables)
+    full = BSTTrainer(model, config.replace(cfg, {"model.loss": "softmax"}))
+    sampled = BSTTrainer(
+        model, config.replace(cfg, {"model.loss": "sampled", "model.num_negatives": 10_000})
+    )
+    assert sampled.negatives is not None and sampled.mask_seen
+    a = float(full.compute_loss_terms(batch, labels, training=False))
+    b = float(sampled.compute_loss_terms(batch, labels, training=False))
+    assert b == pytest.approx(a, rel=1e-5)
+    unmasked = BSTTrainer(
+        model,
+        config.replace(
+            cfg,
+            {"model.loss": "sampled", "model.num_negatives": 10_000, "model.mask_seen": False},
+        ),
+    )
+    assert float(unmasked.compute_loss_terms(batch, labels, training=False)) > b
