@@ -23,6 +23,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import sparse
 
 from bst import features as F
 from bst.data.prepared import Prepared
@@ -159,7 +160,7 @@ class ItemTransition(Baseline):
             raise ValueError(f"`decay` must be in (0, 1]. Received: decay={decay}")
         self.window = window
         self.decay = decay
-        self.transitions: np.ndarray | None = None  # float32 [N, N]
+        self.transitions: sparse.csr_array | None = None  # float32 [N, N], sparse
 
     def _fit(self, sequences: list[np.ndarray]) -> None:
         n = self.num_items
@@ -169,11 +170,11 @@ class ItemTransition(Baseline):
         keys, counts = np.unique(
             np.concatenate(pairs) if pairs else np.zeros(0, np.int64), return_counts=True
         )
-        matrix = np.zeros((n, n), dtype=np.float32)  # (N, N): from-item x next-item
-        matrix.flat[keys] = counts
-        totals = matrix.sum(axis=1, keepdims=True)  # (N, 1)
-        np.divide(matrix, totals, out=matrix, where=totals > 0)
-        self.transitions = matrix
+        # (N, N) from-item x next-item, only the transitions that occur (memory ~ events)
+        rows, cols = keys // n, keys % n
+        totals = np.bincount(rows, weights=counts, minlength=n).astype(np.float32)  # (N,)
+        shares = counts.astype(np.float32) / totals[rows]
+        self.transitions = sparse.csr_array((shares, (rows, cols)), shape=(n, n))
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         self._check_fitted()
@@ -184,7 +185,8 @@ class ItemTransition(Baseline):
             tail = _catalog(np.asarray(h))[::-1][: self.window]
             recent[u, : len(tail)] = tail
         for t in range(self.window):
-            scores += np.float32(self.decay**t) * self.transitions[recent[:, t]]  # (b, N)
+            rows = self.transitions[recent[:, t]].toarray()  # (b, N)
+            scores += np.float32(self.decay**t) * rows
         return scores
 
 
@@ -212,30 +214,49 @@ class ItemKNN(Baseline):
         if neighbors is not None and neighbors < 1:
             raise ValueError(f"`neighbors` must be positive. Received: neighbors={neighbors}")
         self.neighbors = neighbors
-        self.similarity: np.ndarray | None = None  # float32 [N, N]
+        self.similarity: sparse.csr_array | None = None  # float32 [N, N]
 
     def _fit(self, sequences: list[np.ndarray]) -> None:
         n = self.num_items
-        users = np.zeros((len(sequences), n), dtype=np.float32)  # (U, N) binary
-        for u, s in enumerate(sequences):
-            users[u, _catalog(s)] = 1.0
-        counts = users.T @ users  # (N, N) co-occurrence; diagonal = item user counts
-        norms = np.sqrt(np.diag(counts)).astype(np.float32)  # (N,)
+        bags = _bags(sequences, n)  # (U, N) binary, sparse
+        norms = np.sqrt(bags.sum(axis=0)).astype(np.float32)  # (N,) sqrt of item user counts
         norms[norms == 0] = 1.0
-        counts /= norms[:, None]
-        counts /= norms[None, :]
-        np.fill_diagonal(counts, 0.0)
-        if self.neighbors is not None and self.neighbors < n:
-            cut = np.argpartition(-counts, self.neighbors - 1, axis=1)[:, self.neighbors :]
-            np.put_along_axis(counts, cut, 0.0, axis=1)
-        self.similarity = counts
+        by_item = bags.T.tocsr()  # (N, U)
+        keep = self.neighbors if self.neighbors is not None and self.neighbors < n else None
+        # blocks of items: their (block, N) co-occurrence counts are dense, never the (N, N)
+        block = max(1, min(n, SIMILARITY_BLOCK_ENTRIES // max(n, 1)))
+        parts = []
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            counts = (by_item[start:stop] @ bags).toarray().astype(np.float32)  # (b, N)
+            counts /= norms[start:stop, None]
+            counts /= norms[None, :]
+            counts[np.arange(stop - start), np.arange(start, stop)] = 0.0  # the diagonal
+            if keep is not None:
+                cut = np.argpartition(-counts, keep - 1, axis=1)[:, keep:]
+                np.put_along_axis(counts, cut, 0.0, axis=1)
+            parts.append(sparse.csr_array(counts))
+        self.similarity = sparse.vstack(parts, format="csr") if parts else None
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         self._check_fitted()
-        bags = np.zeros((len(histories), self.num_items), dtype=np.float32)  # (b, N)
-        for u, h in enumerate(histories):
-            bags[u, _catalog(np.asarray(h))] = 1.0
-        return bags @ self.similarity + self._prior()  # (b, N)
+        bags = _bags(histories, self.num_items)  # (b, N), sparse
+        return (bags @ self.similarity).toarray() + self._prior()  # (b, N)
+
+
+# ItemKNN builds its similarity in blocks of items of at most this many (item, item)
+# entries (float32: 128 MiB), so memory does not grow with the catalog squared.
+SIMILARITY_BLOCK_ENTRIES = 2**25
+
+
+def _bags(histories: Sequence[np.ndarray], num_items: int) -> sparse.csr_array:
+    """float32 ``(len(histories), num_items)`` sparse: 1 at each history's catalog items."""
+    rows = [np.unique(_catalog(np.asarray(h))) for h in histories]
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    indices = np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, np.int32)
+    data = np.ones(len(indices), np.float32)
+    return sparse.csr_array((data, indices, indptr), shape=(len(rows), num_items))
 
 
 BASELINES = {cls.name: cls for cls in (Popularity, ItemTransition, ItemKNN)}

@@ -30,7 +30,9 @@ def test_popularity_from_a_prepared_folder_counts_only_training_events(prepared_
 def test_item_transition_ranks_the_true_next_item_first():
     chain = [2, 3, 4, 5, 6, 7]
     model = ItemTransition(window=1).fit([chain, chain, [7, 2]], num_items=8)
-    np.testing.assert_allclose(model.transitions[4], np.eye(8)[5])  # 4 is always followed by 5
+    np.testing.assert_allclose(
+        model.transitions.toarray()[4], np.eye(8)[5]
+    )  # 4 is always followed by 5
     data = M.EvalData.from_histories([[2, 3, 4], [6, 7], [5]], [5, 2, 6], num_items=8)
     metrics, ranks, top = M.evaluate_scores(model.scorer(data), data)
     np.testing.assert_array_equal(ranks, [1, 1, 1])
@@ -55,12 +57,13 @@ def test_item_transition_window_votes_and_cold_rows_fall_back_to_popularity():
 def test_item_knn_recommends_the_co_occurring_item():
     users = [[2, 3], [3, 2], [4, 5], [5, 4, 6], [6]]
     model = ItemKNN(neighbors=None).fit(users, num_items=7)
-    assert model.similarity[2, 3] == pytest.approx(1.0)  # same two users
-    assert model.similarity[4, 6] == pytest.approx(1 / np.sqrt(2 * 2))
-    assert np.all(np.diag(model.similarity) == 0)
+    similarity = model.similarity.toarray()  # sparse: never a dense (N, N) while fitting
+    assert similarity[2, 3] == pytest.approx(1.0)  # same two users
+    assert similarity[4, 6] == pytest.approx(1 / np.sqrt(2 * 2))
+    assert np.all(np.diag(similarity) == 0)
     assert M.top_k(model.score([[2], [4]]), [[2], [4]], 1)[:, 0].tolist() == [3, 5]
     sparse = ItemKNN(neighbors=1).fit(users, num_items=7)
-    assert (sparse.similarity > 0).sum(axis=1).max() == 1
+    assert (sparse.similarity.toarray() > 0).sum(axis=1).max() == 1
 
 
 def test_baselines_check_their_inputs():
@@ -86,3 +89,17 @@ def test_item_transition_beats_popularity_on_the_synthetic_ring(prepared_dir):
     assert trans["ndcg@10"] > pop["ndcg@10"] + 0.25
     assert trans["mrr"] > 1.5 * pop["mrr"]
     assert results["item_knn"]["ndcg@10"] > pop["ndcg@10"]
+
+
+def test_item_knn_in_blocks_of_items_is_the_whole_matrix(monkeypatch):
+    """The similarity built a few items at a time (the bound on its memory) is the one
+    built at once, neighbours and all, and so are the scores."""
+    import bst.baselines as B
+
+    rng = np.random.default_rng(0)
+    users = [rng.choice(np.arange(2, 40), rng.integers(1, 15), replace=False) for _ in range(60)]
+    whole = ItemKNN(neighbors=5).fit(users, num_items=40)
+    monkeypatch.setattr(B, "SIMILARITY_BLOCK_ENTRIES", 3 * 40)  # blocks of 3 items
+    blocks = ItemKNN(neighbors=5).fit(users, num_items=40)
+    np.testing.assert_array_equal(blocks.similarity.toarray(), whole.similarity.toarray())
+    np.testing.assert_array_equal(blocks.score(users[:7]), whole.score(users[:7]))
