@@ -18,8 +18,11 @@ overwrites the other's; :func:`find_report` also finds the ``eval/`` and
 
 and logs the scalars and the plots to TensorBoard under ``<run>/logs/eval/`` (the
 baselines in ``logs/eval/<baseline>/`` with the same tags, so TensorBoard overlays
-them). Scoring is one batched forward pass per 512 users and the ranking is numpy
-over ``[users, catalog]`` matrices: ML-1M (6,040 users x 3,706 movies) takes seconds.
+them). The model and each baseline score and rank ``--users-per-batch`` users (1,024)
+at a time, the model's in order of history length: memory holds a few ``[users per
+batch, catalog]`` arrays, never the whole ``[users, catalog]`` matrix, so a split of
+every user of ML-25M against its whole catalog fits a few GiB. A progress bar shows on a
+terminal, and the log, the report and the printed summary say how long each part took.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from bst.metrics import (
     summarize,
 )
 from bst.model import load_run
-from bst.scoring import aligned_scores
+from bst.scoring import model_score_fn
 
 import tensorflow as tf  # isort: skip
 
@@ -475,11 +478,11 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
     seconds["load"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    scores = aligned_scores(model, cfg, split, data)  # (U, N)
-    seconds["model scoring"] = time.perf_counter() - started
-    started = time.perf_counter()
-    metrics, ranks, top = evaluate_scores(lambda rows: scores[rows], data, batch_size, KS)
-    seconds["ranking"] = time.perf_counter() - started
+    score_fn, order = model_score_fn(model, cfg, split, data)  # a chunk of users at a time
+    metrics, ranks, top = evaluate_scores(
+        score_fn, data, batch_size, KS, order=order, progress=f"{MODEL_NAME} on {split}"
+    )
+    seconds["model"] = time.perf_counter() - started
     log.info(
         "%s on %s: NDCG@10 %.4f, HR@10 %.4f",
         MODEL_NAME,
@@ -495,11 +498,20 @@ def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> 
     for baseline in all_baselines():
         baseline.fit(prepared.folder)
         popularity = baseline.popularity if popularity is None else popularity
-        b_metrics, b_ranks, b_top = evaluate_scores(baseline.scorer(data), data, batch_size, KS)
+        b_metrics, b_ranks, b_top = evaluate_scores(
+            baseline.scorer(data), data, batch_size, KS, progress=f"{baseline.name} on {split}"
+        )
         baselines[baseline.name] = b_metrics
         all_ranks[baseline.name], tops[baseline.name] = b_ranks, b_top
         log.info("%s on %s: NDCG@10 %.4f", baseline.name, split, b_metrics["ndcg@10"])
     seconds["baselines"] = time.perf_counter() - started
+    log.info(
+        "ranked %d users against %d movies: model %.1f s, baselines %.1f s",
+        data.num_users,
+        data.num_items - F.NUM_RESERVED,
+        seconds["model"],
+        seconds["baselines"],
+    )
 
     lengths = data.history_lengths
     train_counts = prepared.train_item_counts()
@@ -608,6 +620,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         result = evaluate(args.run_dir, args.split, args.users_per_batch)
     rows = {MODEL_NAME: result["model"][MODEL_NAME], **result["baselines"]}
     print("\n" + results_table(result["split"], result["users"], rows))
+    took = result["seconds"]
+    print(
+        f"ranked {result['users']:,} users against {result['catalog_items']:,} movies in "
+        f"{sum(took.values()):.0f} s ("
+        + ", ".join(f"{part} {seconds:.1f} s" for part, seconds in took.items())
+        + ")"
+    )
     print(f"report: {eval_dir(args.run_dir, result['split']) / 'report.md'}")
     return result
 

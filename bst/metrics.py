@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from bst import features as F
 from bst.data.prepared import Prepared
@@ -343,37 +344,49 @@ def evaluate_scores(
     data: EvalData,
     batch_size: int = 1024,
     ks: Sequence[int] = KS,
+    order: np.ndarray | None = None,
+    progress: str | None = None,
 ) -> tuple[dict[str, float | int], np.ndarray, np.ndarray]:
     """Score, rank and summarize every user of ``data``, ``batch_size`` users at a time.
 
     Args:
         score_fn: ``score_fn(user_positions: int64 [b]) -> [b, N]`` scores, where the
             positions index ``data`` (``data.histories[i]`` etc.); models and baselines
-            alike. Chunking bounds memory to ``batch_size * N`` scores.
+            alike. Chunking bounds memory to a few ``batch_size * N`` arrays, whatever
+            the number of users.
         data: the evaluated users.
         batch_size: users per ``score_fn`` call.
         ks: cutoffs for HR and NDCG.
+        order: the positions in the order to score them (a model scores users of similar
+            history length together); None = ``0 .. U-1``. The results do not depend on it.
+        progress: a progress bar's label (shown on a terminal only); None = no bar.
 
     Returns:
         (metrics with ``coverage@10`` and ``catalog_items`` added, ranks float64 ``[U]``,
-        top-10 item indices int64 ``[U, 10]``).
+        top-10 item indices int64 ``[U, 10]``), both in the order of ``data``.
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be positive. Received: batch_size={batch_size}")
     n = data.num_users
+    positions = np.arange(n) if order is None else np.asarray(order, dtype=np.int64)
+    if len(positions) != n or (n and not np.array_equal(np.sort(positions), np.arange(n))):
+        raise ValueError(f"`order` must be a permutation of the {n} users' positions")
     ranks = np.empty(n, dtype=np.float64)
     top = np.zeros((n, COVERAGE_K), dtype=np.int64)
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        scores = np.asarray(score_fn(np.arange(start, stop)))  # (b, N)
-        if scores.shape != (stop - start, data.num_items):
-            raise ValueError(
-                f"score_fn must return [batch, num_items] = {[stop - start, data.num_items]}. "
-                f"Received: shape {list(scores.shape)}"
-            )
-        seen = data.seen.take(slice(start, stop))
-        ranks[start:stop] = target_ranks(scores, data.targets[start:stop], seen)
-        top[start:stop] = top_k(scores, seen, COVERAGE_K)
+    bar = tqdm(total=n, desc=progress, unit="user", leave=False, disable=None if progress else True)
+    with bar:
+        for start in range(0, n, batch_size):
+            rows = positions[start : start + batch_size]
+            scores = np.asarray(score_fn(rows))  # (b, N)
+            if scores.shape != (len(rows), data.num_items):
+                raise ValueError(
+                    f"score_fn must return [batch, num_items] = {[len(rows), data.num_items]}. "
+                    f"Received: shape {list(scores.shape)}"
+                )
+            seen = data.seen.take(rows if order is not None else slice(start, start + len(rows)))
+            ranks[rows] = target_ranks(scores, data.targets[rows], seen)
+            top[rows] = top_k(scores, seen, COVERAGE_K)
+            bar.update(len(rows))
     metrics = summarize(ranks, ks)
     catalog = data.num_items - F.NUM_RESERVED
     recommended = np.unique(top[top >= F.NUM_RESERVED])

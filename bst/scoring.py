@@ -20,7 +20,7 @@ from bst import config as config_lib
 from bst import features as F
 from bst.config import Config
 from bst.errors import DataError
-from bst.metrics import KS, EvalData, evaluate_scores, load_eval_data
+from bst.metrics import KS, EvalData, ScoreFn, evaluate_scores, load_eval_data
 from bst.model import model_inputs
 from bst.pipeline import make_dataset
 
@@ -81,28 +81,40 @@ class Scorer:
     def __call__(
         self, data: SplitInputs, batch_size: int = 256, progress: str | None = None
     ) -> np.ndarray:
-        """float32 ``[U, N]`` scores in the row order of ``data``.
-
-        Users are scored in order of history length, each batch cut to its longest
-        history: padded positions take no part, so this changes no score and skips
-        about half the work on ML-1M. Batches of 256 keep the (B, heads, L, L) attention
-        tensors of the lower blocks small enough to stay in cache: about 10 % faster
-        than 512 on a 2-core CPU.
-        """
-        catalog = self._catalog()
+        """float32 ``[U, N]`` scores in the row order of ``data`` (every user at once: for
+        small data; :func:`model_score_fn` scores a split in bounded memory)."""
         order = np.argsort(data.lengths, kind="stable")
-        scores = np.empty((len(order), int(catalog.shape[0])), np.float32)
+        scores = np.empty((len(order), self.catalog_size()), np.float32)
         bar = tqdm(total=len(order), desc=progress, unit="user", leave=False, disable=None)
         with bar:
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                keep = max(int(data.lengths[rows].max()), 1)
-                batch = {
-                    name: (value[rows][:, -keep:] if value.ndim == 2 else value[rows])
-                    for name, value in data.inputs.items()
-                }
-                scores[rows] = self._scores(batch, catalog).numpy()
+            for start in range(0, len(order), 4 * batch_size):
+                rows = order[start : start + 4 * batch_size]
+                scores[rows] = self.score_rows(data, rows, batch_size)
                 bar.update(len(rows))
+        return scores
+
+    def catalog_size(self) -> int:
+        return int(self.model.encoder.items.num_items)
+
+    def score_rows(self, data: SplitInputs, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """float32 ``[len(rows), N]``: the scores of ``data``'s ``rows``, in that order.
+
+        Each batch of ``batch_size`` rows is cut to its longest history: padded positions
+        take no part, so this changes no score, and rows of similar length (the caller
+        passes them in order of length) skip the padding's work, about half of it on
+        ML-1M. Batches of 256 keep the (B, heads, L, L) attention tensors of the lower
+        blocks small enough to stay in cache on a CPU.
+        """
+        catalog = self._catalog()
+        scores = np.empty((len(rows), int(catalog.shape[0])), np.float32)
+        for start in range(0, len(rows), batch_size):
+            part = rows[start : start + batch_size]
+            keep = max(int(data.lengths[part].max()), 1)
+            batch = {
+                name: (value[part][:, -keep:] if value.ndim == 2 else value[part])
+                for name, value in data.inputs.items()
+            }
+            scores[start : start + len(part)] = self._scores(batch, catalog).numpy()
         return scores
 
 
@@ -133,6 +145,25 @@ def aligned_scores(
     return scores[rows]
 
 
+def model_score_fn(
+    model: tf.keras.Model,
+    cfg: Config,
+    split: str,
+    data: EvalData,
+    inputs: SplitInputs | None = None,
+    scorer: Scorer | None = None,
+) -> tuple[ScoreFn, np.ndarray]:
+    """``(score_fn, order)`` for :func:`bst.metrics.evaluate_scores`: the model's scores of
+    ``data``'s users (positions), a chunk at a time, and the positions in order of
+    history length, so each chunk's batches are cut to little padding. Memory stays a
+    chunk's ``[users, N]`` scores, never the whole split's."""
+    inputs = inputs or SplitInputs.read(cfg, split)
+    rows = align(inputs.users, data, f"the {split} TFRecord shards of {cfg.data.prepared_dir}")
+    scorer = scorer or Scorer(model)
+    order = np.argsort(inputs.lengths[rows], kind="stable")
+    return (lambda positions: scorer.score_rows(inputs, rows[positions])), order
+
+
 def rank_metrics(
     model: tf.keras.Model,
     cfg: Config,
@@ -141,8 +172,9 @@ def rank_metrics(
     inputs: SplitInputs | None = None,
     scorer: Scorer | None = None,
 ) -> dict:
-    """Full-ranking metrics of the model on ``split`` (seen items excluded)."""
+    """Full-ranking metrics of the model on ``split`` (seen items excluded), in bounded
+    memory (:func:`model_score_fn`)."""
     data = data or load_eval_data(cfg.data.prepared_dir, split)
-    scores = aligned_scores(model, cfg, split, data, inputs, scorer)
-    metrics, _, _ = evaluate_scores(lambda rows: scores[rows], data, ks=KS)
+    score_fn, order = model_score_fn(model, cfg, split, data, inputs, scorer)
+    metrics, _, _ = evaluate_scores(score_fn, data, ks=KS, order=order, progress=f"ranking {split}")
     return metrics

@@ -126,6 +126,13 @@ def test_evaluate_scores_is_independent_of_batch_size():
     assert a[0] == b[0]
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(a[2], b[2])
+    # scored in another order (a model's: by history length), the same results in data's
+    c = M.evaluate_scores(lambda users: table[users], data, batch_size=4, order=np.arange(11)[::-1])
+    assert c[0] == a[0]
+    np.testing.assert_array_equal(c[1], a[1])
+    np.testing.assert_array_equal(c[2], a[2])
+    with pytest.raises(ValueError, match="permutation"):
+        M.evaluate_scores(lambda users: table[users], data, order=np.zeros(11, np.int64))
     with pytest.raises(ValueError, match="num_items"):
         M.evaluate_scores(lambda users: table[users, :20], data)
     with pytest.raises(ValueError, match="NaN"):

@@ -59,3 +59,18 @@ def test_a_user_missing_from_the_shards_is_one_data_error(prepared_dir):
     )
     with pytest.raises(DataError, match="missing from the shards .*first: nobody"):
         align(np.array(data.user_ids), fewer, "the shards")
+
+
+def test_model_score_fn_gives_the_aligned_scores_a_chunk_at_a_time(tiny_cfg, model, prepared_dir):
+    """Evaluation's bounded-memory path: any chunk of positions gets the rows of the whole
+    aligned matrix, and its order lists the users by history length."""
+    from bst.scoring import model_score_fn
+
+    data = load_eval_data(prepared_dir, "test")
+    whole = aligned_scores(model, tiny_cfg, "test", data)
+    score_fn, order = model_score_fn(model, tiny_cfg, "test", data)
+    assert sorted(order.tolist()) == list(range(data.num_users))
+    lengths = np.array([min(len(h), tiny_cfg.model.max_len) for h in data.histories])
+    assert np.all(np.diff(lengths[order]) >= 0)
+    for chunk in (order[:7], order[7:20], np.array([3, 0, 11])):
+        np.testing.assert_allclose(score_fn(chunk), whole[chunk], rtol=1e-5, atol=1e-5)
