@@ -48,9 +48,13 @@ class RankingCallback(tf.keras.callbacks.Callback):
         budget_minutes: float = 0.0,
         prepared: Prepared | None = None,
         clock: RunClock | None = None,
+        pass_steps: int = 0,
     ):
         super().__init__()
         self.cfg = cfg
+        # steps of a pass over the training data: epochs shorter than it say where they are
+        self.pass_steps = pass_steps
+        self.validation_seconds = 0.0  # the last validation's, what the budget keeps for one
         self.writer = writer
         self.history = history  # one JSON line per epoch, appended (survives resumes)
         self.budget = budget_minutes * 60.0
@@ -79,9 +83,11 @@ class RankingCallback(tf.keras.callbacks.Callback):
         self.last_epoch = epoch + 1
         if self.scorer is None:
             self.scorer = Scorer(self.model.model)
+        validating = self.clock.now()
         metrics = rank_metrics(
             self.model.model, self.cfg, "validation", self.data, self.inputs, self.scorer
         )
+        self.validation_seconds = self.clock.now() - validating
         for key in EPOCH_METRICS:
             logs[f"val_{key}"] = metrics[key]
         if self.writer is not None:
@@ -95,9 +101,14 @@ class RankingCallback(tf.keras.callbacks.Callback):
         elapsed = self.clock.elapsed()  # the whole run's, resumes included
         left = f", about {_duration(max(self.budget - elapsed, 0))} of budget left"
         left = left if self.budget else ""
+        step = int(self.model.optimizer.iterations.numpy())
+        where = ""
+        if self.pass_steps and self.cfg.train.steps_per_epoch < self.pass_steps:
+            where = f" (step {step:,}, {step / self.pass_steps:.2f} passes over the data)"
         log.info(
-            "epoch %d: loss %.4f, val HR@10 %.4f, NDCG@10 %.4f, MRR %.4f (%.1f s; %.1f min in%s)",
+            "epoch %d%s: loss %.4f, val HR@10 %.4f, NDCG@10 %.4f, MRR %.4f (%.1f s; %.1f min in%s)",
             epoch + 1,
+            where,
             logs.get("loss", float("nan")),
             metrics["hr@10"],
             metrics["ndcg@10"],
@@ -108,7 +119,6 @@ class RankingCallback(tf.keras.callbacks.Callback):
         )
         if self.history is not None:
             optimizer = self.model.optimizer
-            step = int(optimizer.iterations.numpy())
             row = {
                 "epoch": epoch + 1,
                 "loss": float(logs.get("loss", float("nan"))),
@@ -277,25 +287,49 @@ class _RestoreTrained(tf.keras.callbacks.Callback):
 
 
 class TimeBudget(tf.keras.callbacks.Callback):
-    """Stop after the epoch that would make the next one overrun ``minutes`` (0 = no
-    budget) of the whole run's training time (``clock``: a resumed run has the rest)."""
+    """Keeps training inside ``minutes`` (0 = no budget) of the whole run's training time
+    (``clock``: a resumed run has the rest): stops after the epoch that would make the
+    next one overrun it, and within an epoch at the step after which what is left would
+    not cover a validation (``reserve()``, the last one's seconds), for epochs longer
+    than the budget. Keras still ends that epoch (validation, early stopping, backup),
+    so the run ends with validated weights either way."""
 
-    def __init__(self, minutes: float, clock: RunClock):
+    def __init__(self, minutes: float, clock: RunClock, reserve=lambda: 0.0):
         super().__init__()
         self.seconds = minutes * 60.0
         self.clock = clock
+        self.reserve = reserve
         self.epoch_started = 0.0
+        self.epoch = 0
         self.stopped_epoch: int | None = None
+        self.stopped_step: int | None = None  # set when it stopped inside an epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = self.clock.now()
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.seconds or self.model.stop_training:
+            return
+        if self.clock.elapsed() + self.reserve() >= self.seconds:
+            self.stopped_step = int(self.model.optimizer.iterations.numpy())
+            self.model.stop_training = True
+            log.info(
+                "time budget of %s reached at step %d, inside epoch %d (validating it)",
+                _duration(self.seconds),
+                self.stopped_step,
+                self.epoch + 1,
+            )
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.stopped_step is not None:
+            self.stopped_epoch = epoch + 1
+            return
         last = self.clock.now() - self.epoch_started
         if self.seconds and self.clock.elapsed() + last > self.seconds:
             self.stopped_epoch = epoch + 1
             self.model.stop_training = True
-            log.info("time budget of %.0f min reached after epoch %d", self.seconds / 60, epoch + 1)
+            log.info("time budget of %s reached after epoch %d", _duration(self.seconds), epoch + 1)
 
 
 def last_learning_rate(optimizer) -> float:

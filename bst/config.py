@@ -198,12 +198,19 @@ class TrainConfig:
             inputs (float32 accumulation; the softmax and loss stay float32): about 3x
             faster for that matmul. Used where bfloat16 is fast (a GPU, a TPU, a CPU with
             AVX512-BF16 or AMX); elsewhere it is turned off, and the saved config says so.
-        steps_per_epoch: 0 = one pass over the training data.
-        max_minutes: stop after the epoch that would make the next one overrun this
-            wall-clock budget (0 = no budget) of the whole run, a killed and resumed run's
-            earlier processes included (``bst.clock``); the best weights are still
-            restored. The planned run (what the schedule decays over) is the epochs that
-            fit in it.
+        steps_per_epoch: training steps between two validations (each such epoch is
+            validated, backed up and counted by early stopping and the budget). -1 (the
+            default) = a pass over the training data, cut into equal parts of at most
+            500 steps when it is longer (so a long pass is still validated every so
+            often; ``train.epochs`` then counts passes, and the saved config holds the
+            epochs and steps of the parts); 0 = one pass, however long; N = N steps.
+        max_minutes: a wall-clock budget (0 = none) of the whole run, a killed and
+            resumed run's earlier processes included (``bst.clock``): training stops after
+            the epoch that would make the next one overrun it, or at the step where what
+            is left would not cover a validation (when one epoch is longer than the
+            budget); the epoch so ended is validated, and the best validated weights are
+            restored. The planned run (what the schedule decays over, in steps) is the
+            epochs that fit in it, or the steps that fit when not one epoch does.
             -1 (the default) = 30 minutes on a CPU (60 for the ``ml1m-long`` preset), no
             budget on a GPU or TPU.
         logits_mib: the most memory (MiB) the full softmax's (tokens x catalog) logits,
@@ -232,7 +239,7 @@ class TrainConfig:
     seed: int = 42
     mixed_precision: bool = False
     bf16_logits: bool = True
-    steps_per_epoch: int = 0
+    steps_per_epoch: int = -1
     max_minutes: float = -1.0
     jit_compile: str = "auto"
     logits_mib: int = 2048
@@ -418,7 +425,7 @@ RANGES = {
     "train.ema": (0.0, 1.0, False, True),
     "train.patience": (-1, _INF, False, False),
     "train.seed": (0, 2**31 - 1, False, False),
-    "train.steps_per_epoch": (0, _INF, False, False),
+    "train.steps_per_epoch": (-1, _INF, False, False),
 }
 
 

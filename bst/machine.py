@@ -7,6 +7,7 @@ version and its thread settings. ``bst.train`` logs it once and keeps it in
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 # /proc/cpuinfo flag -> how the figures name it
@@ -105,3 +106,14 @@ def first_line() -> str:
     except metadata.PackageNotFoundError:
         version = "not installed"
     return f"machine: {line(cpu())}; TensorFlow {version}"
+
+
+def peak_memory_gib() -> float | None:
+    """This process's peak resident memory so far, in GiB (None where the OS does not
+    say: no ``resource`` module)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 2)

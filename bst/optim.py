@@ -100,6 +100,20 @@ def auto_batch_size(examples: int) -> int:
     return batch
 
 
+# train.steps_per_epoch=-1: a pass over the data longer than this many steps is
+# validated in equal parts of at most this many.
+MAX_EPOCH_STEPS = 500
+
+
+def epoch_parts(pass_steps: int) -> tuple[int, int]:
+    """``(steps, parts)`` of ``train.steps_per_epoch=-1`` for a pass of ``pass_steps``: the
+    pass itself (``parts=1``) up to ``MAX_EPOCH_STEPS``, else ``parts`` equal epochs of at
+    most that many steps (the last pass's remainder is covered by rounding up)."""
+    pass_steps = max(int(pass_steps), 1)
+    parts = math.ceil(pass_steps / MAX_EPOCH_STEPS)
+    return math.ceil(pass_steps / parts), parts
+
+
 def make_schedule(cfg: Config, total: tf.Variable | int) -> WarmupDecay:
     t = cfg.train
     return WarmupDecay(
@@ -114,7 +128,9 @@ def make_optimizer(
     average of the weights, :class:`WarmAverage`, when ``train.ema`` > 0). ``total`` is the
     planned number of steps (default: ``epochs x steps_per_epoch`` or 1000)."""
     if total is None:
-        total = cfg.train.epochs * (cfg.train.steps_per_epoch or 1000)
+        total = cfg.train.epochs * (
+            cfg.train.steps_per_epoch if cfg.train.steps_per_epoch > 0 else 1000
+        )
     schedule = make_schedule(cfg, total)
     ema = {"use_ema": True, "ema_momentum": cfg.train.ema} if cfg.train.ema > 0 else {}
     if cfg.train.weight_decay > 0:
@@ -180,8 +196,10 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
     steady steps and its validation, then from the median of the last five epochs after
     it. That first epoch's own wall time is never used: it includes tracing and filling
     the cache, and re-planning on it would shorten the schedule by a quarter for one
-    epoch and then lengthen it again. Listed before ``BackupAndRestore``, so each backup
-    holds the plan its epoch ended with.
+    epoch and then lengthen it again. When not one whole epoch fits in the budget (an
+    epoch longer than it), the plan is the steps that fit, re-estimated every 50 steps,
+    and :class:`bst.callbacks.TimeBudget` ends the run at about that step. Listed before
+    ``BackupAndRestore``, so each backup holds the plan its epoch ended with.
     """
 
     def __init__(self, planned: tf.Variable, steps: int, epochs: int, minutes: float, clock):
@@ -194,9 +212,10 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
         self.epoch_started = 0.0
         self._batch_times: list[float] = []
         self.first_estimate: float | None = None
+        self.partial = False  # the plan ends inside the first epoch
 
     def _set(self, steps: int, why: str) -> None:
-        steps = int(min(max(steps, self.steps), self.epochs * self.steps))
+        steps = int(min(max(steps, 1), self.epochs * self.steps))
         before = int(self.planned.numpy())
         if steps != before:
             self.planned.assign(steps)
@@ -222,8 +241,10 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
         if not self.seconds or self.epoch_times:
             return
         self._batch_times.append(self.clock.now())
-        if len(self._batch_times) == 6 or batch + 1 == self.steps:  # skip the traced steps
-            if len(self._batch_times) < 3:
+        count = len(self._batch_times)
+        # after the traced steps, then every 50 steps while not one epoch fits the budget
+        if count == 6 or batch + 1 == self.steps or (self.partial and count % 50 == 0):
+            if count < 3:
                 return
             self._plan(self._per_step() * self.steps, first=True)
 
@@ -240,9 +261,20 @@ class SchedulePlanner(tf.keras.callbacks.Callback):
         remaining = self.seconds - self.clock.elapsed()
         if first:
             remaining += self.clock.now() - self.epoch_started  # this epoch counts whole
-        fit = max(int(remaining // max(epoch_seconds, 1e-3)), 1 if first else 0)
+        fit = int(remaining // max(epoch_seconds, 1e-3))
         epoch = f"{epoch_seconds:.1f} s" if epoch_seconds < 10 else f"{epoch_seconds:.0f} s"
         budget = f"{self.seconds:.0f} s" if self.seconds < 120 else f"{self.seconds / 60:.0f} min"
+        self.partial = first and fit < 1
+        if self.partial:  # not one whole epoch fits: the steps that do (TimeBudget stops there)
+            per_step = epoch_seconds / self.steps
+            fit_steps = max(int(remaining // max(per_step, 1e-6)), 1)
+            self._set(
+                done * self.steps + fit_steps,
+                f"{fit_steps} steps of about {per_step:.2f} s fit in the {budget} budget, "
+                f"less than an epoch of about {epoch}",
+            )
+            return
+        fit = max(fit, 1 if first else 0)
         self._set(
             (done + fit) * self.steps,
             f"{fit} more epoch(s) of about {epoch} fit in the {budget} budget",

@@ -373,8 +373,8 @@ def choose_loss(cfg: Config, catalog: int) -> tuple[str, str]:
     """``(loss, why)``: the loss ``cfg`` trains with over ``catalog`` movies, ``softmax``
     or ``sampled``. ``model.loss=auto`` is ``softmax`` while a full batch's logits fit
     ``train.logits_mib`` in one pass (:func:`loss_chunk`), ``sampled`` (shared negatives)
-    past it: there the full softmax would run over chunks of tokens, several times
-    slower a step than the sampled one (docs/results.md, "The loss at growing
+    past it: there the full softmax would run over chunks of tokens, many times slower
+    a step than the sampled one (the README's results, "The loss at growing
     catalogs"). Any other value is used as given."""
     if cfg.model.loss != "auto":
         return cfg.model.loss, f"model.loss={cfg.model.loss}"

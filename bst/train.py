@@ -90,6 +90,7 @@ from bst.optim import (
     MIN_STEPS_PER_EPOCH,
     SchedulePlanner,
     auto_batch_size,
+    epoch_parts,
     make_optimizer,
 )
 from bst.pipeline import make_dataset
@@ -128,6 +129,32 @@ def resolve_batch_size(cfg: Config, prepared: Prepared) -> Config:
         MIN_STEPS_PER_EPOCH,
     )
     return config_lib.replace(cfg, {"train.batch_size": batch})
+
+
+def resolve_epochs(cfg: Config, windows: int) -> Config:
+    """``cfg`` with ``train.steps_per_epoch=-1`` made concrete for ``windows`` training
+    examples: a pass over them, or equal parts of it when it is longer than
+    :data:`bst.optim.MAX_EPOCH_STEPS` steps (``train.epochs`` then multiplied, so it still
+    counts passes); logged. 0 becomes the pass's steps; any other value is kept."""
+    pass_steps = max(1, math.ceil(windows / cfg.train.batch_size))
+    if cfg.train.steps_per_epoch > 0:
+        return cfg
+    if cfg.train.steps_per_epoch == 0:
+        return config_lib.replace(cfg, {"train.steps_per_epoch": pass_steps})
+    steps, parts = epoch_parts(pass_steps)
+    if parts > 1:
+        log.info(
+            "a pass over the training data is %d steps: validated every %d steps, %d "
+            "epochs a pass (train.steps_per_epoch=-1; train.epochs=%d passes = %d epochs)",
+            pass_steps,
+            steps,
+            parts,
+            cfg.train.epochs,
+            cfg.train.epochs * parts,
+        )
+    return config_lib.replace(
+        cfg, {"train.steps_per_epoch": steps, "train.epochs": cfg.train.epochs * parts}
+    )
 
 
 def _check_rating_head(cfg: Config, prepared: Prepared) -> None:
@@ -272,6 +299,8 @@ def train(
     cfg = resolve_batch_size(cfg, prepared)
     cfg = resolve_loss(cfg, prepared)
     windows = count_train_windows(prepared, cfg.model.max_len, cfg.data.all_windows)
+    cfg = resolve_epochs(cfg, windows)
+    pass_steps = max(1, math.ceil(windows / cfg.train.batch_size))
     cfg, notes = resolve(cfg, strategy)
     for note in notes:
         log.info(note)
@@ -280,7 +309,7 @@ def train(
     policy = set_precision(cfg, strategy)
     tf.keras.utils.set_random_seed(cfg.train.seed)
     item_counts = prepared.train_item_counts()
-    steps = cfg.train.steps_per_epoch or max(1, math.ceil(windows / cfg.train.batch_size))
+    steps = cfg.train.steps_per_epoch
     log.info(
         "%d training examples, %d steps/epoch, batch %d, %d replica(s), %s, policy %s",
         windows,
@@ -316,7 +345,9 @@ def train(
     if not backup.exists() and history_path.exists():
         history_path.unlink()  # a fresh run, not a resume: start the history afresh
     clock = RunClock(trainer.elapsed_seconds, now)
-    ranking = RankingCallback(cfg, writer, history_path, cfg.train.max_minutes, prepared, clock)
+    ranking = RankingCallback(
+        cfg, writer, history_path, cfg.train.max_minutes, prepared, clock, pass_steps
+    )
     early_stopping = PlannedEarlyStopping(
         cfg.train.patience,
         trainer.planned_steps,
@@ -326,7 +357,7 @@ def train(
         mode="max",
         restore_best_weights=True,
     )
-    budget = TimeBudget(cfg.train.max_minutes, clock)
+    budget = TimeBudget(cfg.train.max_minutes, clock, lambda: ranking.validation_seconds)
     average = AverageWeights()  # validate the moving average of the weights (train.ema)
     # At an epoch's end, in this order: validation, early stopping, the plan and the
     # budget on the run's clock, then the backup, which so holds this epoch's plan and
@@ -355,6 +386,7 @@ def train(
         callbacks=callbacks,
         verbose=2 if sys.stdout.isatty() else 0,
     )
+    training_peak = machine.peak_memory_gib()  # before the test split's evaluation
     process_seconds = clock.this_process()
     train_seconds = clock.elapsed()  # the whole run's, resumes included
     epochs = ranking.last_epoch  # counts epochs before a resume too
@@ -385,10 +417,15 @@ def train(
             if early_stopping.stopped_epoch
             else "max epochs"
         ),
+        "steps": int(trainer.optimizer.iterations.numpy()),
+        "passes": round(int(trainer.optimizer.iterations.numpy()) / pass_steps, 3),
+        "stopped_at_step": budget.stopped_step,  # the budget ended an epoch there, or None
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch": round(process_seconds / max(this_run, 1), 1),
         "examples_per_epoch": windows,
         "machine": where,  # the CPU, its vector extensions, TensorFlow and its threads
+        # this process's peak resident memory when training ended and at the end
+        "peak_memory_gib": {"training": training_peak, "end": machine.peak_memory_gib()},
         "strategy": strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "weights_sha256": weights_digest(model),

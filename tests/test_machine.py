@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from bst import machine
 
 
@@ -58,3 +62,15 @@ def test_onednn_isa_cap_lists_only_the_extensions_in_use(monkeypatch, tmp_path):
         assert f"(ONEDNN_MAX_CPU_ISA={cap.upper()})" in machine.line(info)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert not devices.cpu_has_fast_bf16()
+
+
+def test_peak_memory_is_this_processes_in_gib():
+    """The peak resident memory Linux reports for this process (VmHWM), in GiB."""
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        pytest.skip("no /proc/self/status here")
+    peak = machine.peak_memory_gib()
+    for line in status.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            kib = int(line.split()[1])
+    assert peak == pytest.approx(kib / 2**20, abs=0.02)

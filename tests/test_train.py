@@ -452,3 +452,39 @@ def test_projector_appears_under_the_parent_of_the_run_folders(trained_run):
     client = Client(plugin.get_plugin_apps()["/runs"])
     runs = json.loads(client.get("/runs").get_data())
     assert f"{trained_run.name}/logs/projector" in runs, runs
+
+
+def test_a_budget_shorter_than_one_epoch_ends_at_a_step_with_validated_weights(tmp_path):
+    """An epoch of 40 steps of 1 s under a 15 s budget: the plan is the 15 steps that fit
+    (not the epoch), the run stops at step 15, that part of the epoch is validated and its
+    weights are the ones saved, and the learning rate has decayed to the end of its plan."""
+    cfg, run_dir = _budgeted(tmp_path, "short", 0.25, **{"train.steps_per_epoch": 40})
+    result = _run(cfg, run_dir)
+    assert result["stopped_by"] == "time budget"
+    assert result["stopped_at_step"] == 15 and result["steps"] == 15
+    assert result["planned_steps"] == 15
+    (row,) = result["history"]  # the one, partial epoch was validated
+    assert row["step"] == 15 and row["val_ndcg@10"] > 0
+    assert result["validation"]["best_epoch"] == 1
+    saved = config.load(run_dir / "config.json").train
+    assert row["learning_rate"] == pytest.approx(
+        cosine_rate(15, 15, saved.learning_rate, saved.final_lr_fraction), rel=1e-5
+    )
+
+
+def test_a_long_pass_is_validated_in_parts_and_epochs_still_count_passes():
+    """train.steps_per_epoch=-1: a pass of up to 500 steps is one epoch (ML-1M's 60:
+    unchanged); a longer one is cut into equal parts, train.epochs multiplied so it
+    still counts passes; 0 is the pass however long; N is kept."""
+    from bst.optim import MAX_EPOCH_STEPS
+
+    cfg = config.replace(config.ml1m(), {"train.batch_size": 128})
+    same = train_cli.resolve_epochs(cfg, 7_700)  # ML-1M's windows: 61 steps
+    assert (same.train.steps_per_epoch, same.train.epochs) == (61, cfg.train.epochs)
+    long = train_cli.resolve_epochs(cfg, 1_700 * 128)  # a pass of 1,700 steps
+    assert long.train.steps_per_epoch == 425 <= MAX_EPOCH_STEPS
+    assert long.train.epochs == 4 * cfg.train.epochs
+    whole = config.replace(cfg, {"train.steps_per_epoch": 0})
+    assert train_cli.resolve_epochs(whole, 1_700 * 128).train.steps_per_epoch == 1_700
+    given = config.replace(cfg, {"train.steps_per_epoch": 30})
+    assert train_cli.resolve_epochs(given, 1_700 * 128) == given
