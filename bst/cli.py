@@ -32,7 +32,7 @@ EVAL_SPLITS = ("test", "validation")
 LOG_FORMAT = "%(asctime)s %(name)s: %(message)s"
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Defaults shown in ``--help`` (but not "default: None" or for flags)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -46,7 +46,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def _parser(prog: str, doc: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=f"python -m {prog}", description=doc.strip().split("\n")[0], formatter_class=_Formatter
+        prog=f"python -m {prog}",
+        description=doc.strip().split("\n")[0],
+        formatter_class=HelpFormatter,
     )
     parser._bst_aliases = []
     parser.add_argument(

@@ -184,19 +184,19 @@ class TrainConfig:
             ``(1 + t) / (10 + t)`` when that is smaller, so the average forgets the
             initial weights); validation, early stopping and the saved, evaluated and
             exported weights are the average's. 0 = off, the default: at 0.999 the best
-            validation NDCG@10 on ML-1M was the same (0.1985 against 0.1983, each mark
-            reached sooner), on a 10 % user subsample lower (0.1144 against 0.1200).
+            validation NDCG@10 was the same on ML-1M (each mark reached sooner) and lower
+            on a 10 % user subsample (docs/experiments.md).
         weight_decay: AdamW weight decay (decoupled, every weight); 0 = Adam. The default
-            0.1 was chosen on validation NDCG@10: on ML-1M 0.1965 against 0.1934 with 0 (30
-            minutes each), on a 10 % subsample 0.1216 against 0.1121 (batch 128).
+            0.1 was chosen on validation NDCG@10, on ML-1M and on a 10 % user subsample
+            (docs/experiments.md).
         patience: early-stopping patience in epochs on validation NDCG@10; -1 (the default)
             = a fifth of the planned epochs, at least 10, so that a run over few, short
             epochs (small data) is not stopped long before its learning rate has decayed.
         seed: seed for shuffling, initialization and feature dropout.
         mixed_precision: use mixed_float16 (GPU) / mixed_bfloat16 (TPU).
         bf16_logits: compute the catalog-wide logits matmul of the loss from bfloat16
-            inputs (float32 accumulation; the softmax and loss stay float32): about 3x
-            faster for that matmul. Used where bfloat16 is fast (a GPU, a TPU, a CPU with
+            inputs (float32 accumulation; the softmax and loss stay float32), faster for
+            that matmul (docs/results.md). Used where bfloat16 is fast (a GPU, a TPU, a CPU with
             AVX512-BF16 or AMX); elsewhere it is turned off, and the saved config says so.
         steps_per_epoch: training steps between two validations (each such epoch is
             validated, backed up and counted by early stopping and the budget). -1 (the
@@ -215,7 +215,7 @@ class TrainConfig:
             budget on a GPU or TPU.
         logits_mib: the most memory (MiB) the full softmax's (tokens x catalog) logits,
             softmax and seen mask may take at once: while a full batch's fit, one pass
-            (ML-1M's take under 1.4 GiB); past it, ``model.loss=auto`` switches to the
+            (ML-1M's do); past it, ``model.loss=auto`` switches to the
             sampled loss and ``model.loss=softmax`` runs over chunks of tokens that fit
             (the same value and gradient, the softmax computed twice); ``bst.train``
             logs which. 0 = no bound (one pass, and ``auto`` is ``softmax``).
@@ -223,7 +223,7 @@ class TrainConfig:
             early stopping) ranks a fixed random sample of this many (``train.seed``;
             logged); the final test ranks every user. 0 = every user.
         jit_compile: XLA-compile the training step: ``auto`` (on GPU/TPU only: on a CPU it
-            is about 3x slower), ``true`` or ``false``.
+            is slower, docs/results.md), ``true`` or ``false``.
     """
 
     batch_size: int = -1

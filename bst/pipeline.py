@@ -162,7 +162,7 @@ class Featurizer:
     def eval_batch(self, ex: dict):
         """A batch of parsed evaluation records (ragged histories) → model-ready tensors:
         the history before the held-out event, newest ``max_len``, and that event as the
-        target. Vectorized over the batch (a per-record map costs about 10x more)."""
+        target. Vectorized over the batch (a per-record map costs much more)."""
         items = tf.ragged.map_flat_values(self.items, ex[F.MOVIE_ID])  # (B, None)
         items = _left_pad_rows(items, self.max_len)  # (B, L)
         feats = {

@@ -101,9 +101,9 @@ class Scorer:
 
         Each batch of ``batch_size`` rows is cut to its longest history: padded positions
         take no part, so this changes no score, and rows of similar length (the caller
-        passes them in order of length) skip the padding's work, about half of it on
-        ML-1M. Batches of 256 keep the (B, heads, L, L) attention tensors of the lower
-        blocks small enough to stay in cache on a CPU.
+        passes them in order of length) skip most of the padding's work. Batches of 256
+        keep the (B, heads, L, L) attention tensors of the lower blocks small enough to
+        stay in cache on a CPU.
         """
         catalog = self._catalog()
         scores = np.empty((len(rows), int(catalog.shape[0])), np.float32)

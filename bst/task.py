@@ -36,11 +36,11 @@ def seen_mask(ids: tf.Tensor, target: tf.Tensor, valid: tf.Tensor, num_columns) 
 
     Built from each row's first position of every movie, ``first[b, j]`` (B x N, small):
     token (b, t) has seen movie j iff ``first[b, j] <= t``, one gather and one compare
-    per mask entry, in 16-bit integers while the rows are shorter than 32767. That is
-    about 2x faster on a CPU than writing the (token, earlier position) pairs (about a
-    million on an ML-1M batch) into the mask, and 4x faster than a scatter into the
-    logits. Only a batch in which some target repeats an earlier movie pays a second
-    pass, to clear those entries.
+    per mask entry, in 16-bit integers while the rows are shorter than 32767, chosen over
+    writing the (token, earlier position) pairs into the mask and over a scatter into
+    the logits, both slower on a CPU (docs/experiments.md, "Where an epoch goes"). Only
+    a batch in which some target repeats an earlier movie pays a second pass, to clear
+    those entries.
     """
     first = first_positions(ids, num_columns)
     token = tf.where(valid)  # (M, 2): (b, t) of each token
@@ -111,9 +111,8 @@ def catalog_cross_entropy(
     * the upstream gradient (``1/M`` under a mean) scales the (M, D) query side, not
       the (M, N) softmax.
 
-    On a CPU that is about 5x faster than TensorFlow's op for a catalog-wide softmax,
-    and about 30 % faster than writing ``P - one_hot`` (ML-1M: 14k x 3.7k logits,
-    forward and backward in 71 ms against 100 ms).
+    On a CPU that is faster than TensorFlow's op for a catalog-wide softmax and than
+    writing ``P - one_hot`` (docs/experiments.md, "Where an epoch goes").
 
     ``logits_dtype``: bfloat16 (``train.bf16_logits``) runs the matmuls and the softmax
     in bfloat16 (float32 accumulation), halving the memory traffic of the (M, N) passes;
@@ -145,7 +144,7 @@ def catalog_cross_entropy(
             qu = tf.cast(q, tf.float32) * u
             label_items = tf.cast(tf.gather(c, labels), tf.float32)
             dq = (tf.cast(tf.matmul(probs, c), tf.float32) - label_items) * u
-            # (qu^T @ P)^T, not P^T @ qu: oneDNN transposes the small operand, 30 % faster
+            # (qu^T @ P)^T, not P^T @ qu: oneDNN then transposes the small operand
             pq = tf.transpose(tf.matmul(tf.cast(qu, dtype), probs, transpose_a=True))
             dc = tf.cast(pq, tf.float32) - tf.math.unsorted_segment_sum(qu, labels, tf.shape(c)[0])
             return tf.cast(dq, query.dtype), tf.cast(dc, items.dtype)
@@ -429,7 +428,7 @@ class BSTTrainer(tf.keras.Model):
         self.model = model
         self.loss_kind = cfg.model.loss
         # The catalog-wide logits matmul is the largest one of a step: bfloat16 inputs
-        # (float32 accumulation) make it about 3x faster on CPUs with AMX/AVX512-BF16.
+        # (float32 accumulation) speed it up where bfloat16 is native (AMX/AVX512-BF16).
         self.logits_dtype = tf.bfloat16 if cfg.train.bf16_logits else None
         # Under XLA every shape is compiled once: the loss then covers every position of
         # the batch (padding weighted 0) instead of gathering the real ones (dynamic size).

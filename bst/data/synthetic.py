@@ -116,7 +116,8 @@ def generate(
     return counts
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, int]:
+def parser() -> argparse.ArgumentParser:
+    """``python -m bst.data.synthetic``'s arguments."""
     from bst.data import synthetic_scale as scale
 
     parser = argparse.ArgumentParser(
@@ -141,7 +142,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
         "files of the tests and demos",
     )
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, int]:
+    from bst.data import synthetic_scale as scale
+
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         if args.like or args.ratings is not None:
