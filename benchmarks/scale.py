@@ -15,6 +15,7 @@ geometric middle of the two), and each stage is its own process, measured with
   ``metrics.json`` is the process's peak when training ended, before the test;
 * evaluate: ``python -m bst.evaluate`` (every user against the whole catalog, and the
   three baselines);
+* recommend: ``python -m bst.recommend`` for the user with the most events;
 * export: ``python -m bst.export`` and the SavedModel's size on disk;
 * serving: p50 of one top-10 request for a 200-event history in process, on the
   SavedModel's ``serving_default``, with one TensorFlow thread.
@@ -135,7 +136,12 @@ def one_scale(scale: float, work: Path, minutes: float) -> dict:
     out["export"]["savedmodel_mib"] = round(
         sum(f.stat().st_size for f in version.rglob("*") if f.is_file()) / 2**20, 1
     )
-    history = longest_history(prepared, 200)
+    user, history = longest_history(prepared, 200)
+    out["recommend"] = run(
+        "recommend",
+        ["-m", "bst.recommend", "--run-dir", str(run_dir), "--user", user],
+        folder / "recommend.log",
+    )
     served = subprocess.run(
         [sys.executable, "-c", SERVE, str(models), json.dumps(history)],
         cwd=REPO,
@@ -149,29 +155,31 @@ def one_scale(scale: float, work: Path, minutes: float) -> dict:
     return out
 
 
-def longest_history(prepared: Path, length: int) -> list[str]:
-    """The newest ``length`` movie ids of the user with the most events (all of them
-    when nobody has that many; the table says how many were sent)."""
+def longest_history(prepared: Path, length: int) -> tuple[str, list[str]]:
+    """The user with the most events and that user's newest ``length`` movie ids (all of
+    them when nobody has that many; the table says how many were sent)."""
     from bst.data.prepared import Prepared
 
-    folder = Prepared.open(prepared)
-    vocab = folder.vocabs["movie_id"]
-    items = max(folder.sequences.items, key=len)
-    return [vocab[i - 2] for i in items[-length:] if i >= 2]
+    sequences = Prepared.open(prepared).sequences
+    vocab = Prepared.open(prepared).vocabs["movie_id"]
+    row = max(range(len(sequences.items)), key=lambda u: len(sequences.items[u]))
+    items = sequences.items[row]
+    return str(sequences.user_ids[row]), [vocab[i - 2] for i in items[-length:] if i >= 2]
 
 
 def table(results: list[dict]) -> str:
     head = (
         "| scale | users / movies / ratings | prepare s / GiB | train steps/s / GiB "
-        "| evaluate s / GiB | SavedModel MiB | serving p50 ms (events) |"
+        "| evaluate s / GiB | recommend s / GiB | SavedModel MiB | serving p50 ms (events) |"
     )
-    rows = [head, "|---" * 7 + "|"]
+    rows = [head, "|---" * 8 + "|"]
     for r in results:
         rows.append(
             f"| {r['scale']:g}x | {r['users']:,} / {r['movies']:,} / {r['ratings_asked']:,} "
             f"| {r['prepare']['seconds']} / {r['prepare']['peak_gib']} "
             f"| {r['train']['steps_per_second']} / {r['train']['training_peak_gib']} "
             f"| {r['evaluate']['seconds']} / {r['evaluate']['peak_gib']} "
+            f"| {r['recommend']['seconds']} / {r['recommend']['peak_gib']} "
             f"| {r['export']['savedmodel_mib']} "
             f"| {r['serving']['p50_ms']} ({r['serving']['history']}) |"
         )

@@ -138,11 +138,13 @@ def aligned_scores(
     inputs: SplitInputs | None = None,
     scorer: Scorer | None = None,
 ) -> np.ndarray:
-    """float32 ``[U, N]`` model scores in the row order of ``data``."""
-    inputs = inputs or SplitInputs.read(cfg, split)
-    rows = align(inputs.users, data, f"the {split} TFRecord shards of {cfg.data.prepared_dir}")
-    scores = (scorer or Scorer(model))(inputs, progress=f"scoring {split}")
-    return scores[rows]
+    """float32 ``[U, N]`` model scores in the row order of ``data`` (the whole matrix at
+    once, for small data; evaluation takes :func:`model_score_fn`'s chunks)."""
+    score_fn, order = model_score_fn(model, cfg, split, data, inputs, scorer)
+    scores = score_fn(order)  # (U, N) in order of history length
+    aligned = np.empty_like(scores)
+    aligned[order] = scores
+    return aligned
 
 
 def model_score_fn(

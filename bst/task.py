@@ -11,6 +11,7 @@ training loss.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -368,21 +369,97 @@ def logits_bytes_per_entry(bf16: bool, mask_seen: bool) -> int:
     return 3 * (2 if bf16 else 4) + (3 if mask_seen else 0)
 
 
-def choose_loss(cfg: Config, catalog: int) -> tuple[str, str]:
+# model.loss=auto on a CPU, where the full softmax fits: sampled when one step of the full
+# softmax measures at least this many times one of the sampled loss (slow matrix
+# products); there the sampled loss reached the validation marks sooner (docs/results.md,
+# "Full and sampled softmax on ML-1M").
+SLOW_FULL_SOFTMAX = 1.25
+
+
+def choose_loss(
+    cfg: Config, catalog: int, measured: tuple[float, float] | None = None
+) -> tuple[str, str]:
     """``(loss, why)``: the loss ``cfg`` trains with over ``catalog`` movies, ``softmax``
-    or ``sampled``. ``model.loss=auto`` is ``softmax`` while a full batch's logits fit
-    ``train.logits_mib`` in one pass (:func:`loss_chunk`), ``sampled`` (shared negatives)
-    past it: there the full softmax would run over chunks of tokens, many times slower
-    a step than the sampled one (the README's results, "The loss at growing
-    catalogs"). Any other value is used as given."""
+    or ``sampled``. Any ``model.loss`` but ``auto`` is used as given. ``auto`` is
+    ``sampled`` (shared negatives) past ``train.logits_mib`` (there the full softmax
+    would run over chunks of tokens, many times slower a step: docs/results.md, "The
+    loss at growing catalogs"); below it, ``softmax``, unless ``measured`` (seconds of
+    one step of the full and of the sampled loss on this machine,
+    :func:`time_loss_step`) says the full softmax is at least
+    :data:`SLOW_FULL_SOFTMAX` times slower."""
     if cfg.model.loss != "auto":
         return cfg.model.loss, f"model.loss={cfg.model.loss}"
-    if loss_chunk(cfg, catalog) is None:
-        return "softmax", "model.loss=auto: a full batch's logits fit train.logits_mib"
-    return "sampled", (
-        "model.loss=auto: a full batch's logits would not fit train.logits_mib, and the "
-        "sampled loss is several times faster a step there than the chunked full softmax"
-    )
+    if loss_chunk(cfg, catalog) is not None:
+        return "sampled", (
+            "model.loss=auto: a full batch's logits would not fit train.logits_mib, and the "
+            "sampled loss is many times faster a step there than the chunked full softmax"
+        )
+    if measured is not None:
+        full, sampled = measured
+        ratio = full / max(sampled, 1e-9)
+        verdict = "sampled" if ratio >= SLOW_FULL_SOFTMAX else "softmax"
+        return verdict, (
+            f"model.loss=auto: a full batch's logits fit train.logits_mib; one loss step "
+            f"measured {1000 * full:.0f} ms with the full softmax and {1000 * sampled:.0f} "
+            f"ms sampled here ({ratio:.2f}x; the sampled loss is chosen from "
+            f"{SLOW_FULL_SOFTMAX}x, where matrix products are slow enough that it reached "
+            "the validation marks sooner)"
+        )
+    return "softmax", "model.loss=auto: a full batch's logits fit train.logits_mib"
+
+
+def time_loss_step(cfg: Config, catalog: int, kind: str, steps: int = 3, seed: int = 0) -> float:
+    """Seconds of one step (forward and backward, seen mask) of the full (``softmax``)
+    or ``sampled`` loss over ``catalog`` movies on a batch shaped like ``cfg``'s
+    (``train.batch_size`` windows of random lengths up to ``model.max_len``, random
+    movies, ``model.dim``; bfloat16 logits as ``train.bf16_logits`` says): the fastest
+    of ``steps`` after a traced warm-up. What ``model.loss=auto`` measures."""
+    rng = np.random.default_rng(seed)
+    batch = cfg.train.batch_size if cfg.train.batch_size > 0 else 128
+    length, dim = cfg.model.max_len, cfg.model.dim
+    lengths = np.minimum(rng.integers(20, 2 * length, batch), length)
+    ids = np.zeros((batch, length), np.int32)
+    for row, n in enumerate(lengths):
+        ids[row, length - n :] = rng.integers(F.NUM_RESERVED, catalog + F.NUM_RESERVED, n)
+    target = np.zeros_like(ids)
+    target[:, :-1] = ids[:, 1:]
+    target[:, -1] = rng.integers(F.NUM_RESERVED, catalog + F.NUM_RESERVED, batch)
+    target[ids == 0] = 0
+    ids_t, target_t = tf.constant(ids), tf.constant(target)
+    valid = target_t >= F.NUM_RESERVED
+    tokens = int(tf.reduce_sum(tf.cast(valid, tf.int32)))
+    query = tf.Variable(rng.normal(size=(tokens, dim)).astype(np.float32) * 0.3)
+    items = tf.Variable(rng.normal(size=(catalog, dim)).astype(np.float32) * 0.3)
+    labels = tf.boolean_mask(target_t, valid) - F.NUM_RESERVED
+    dtype = tf.bfloat16 if cfg.train.bf16_logits else None
+    negatives = SharedNegatives(rng.random(catalog) * 100 + 1, cfg.model.num_negatives)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            if kind == "sampled":
+                drawn = negatives()
+                first = tf.gather(first_positions(ids_t, catalog), drawn, axis=1)
+                token = tf.where(valid)
+                row, pos = tf.cast(token[:, 0], tf.int32), tf.cast(token[:, 1], tf.int32)
+                mask = tf.gather(first, row) <= pos[:, tf.newaxis]
+                loss = sampled_cross_entropy(
+                    query, items, labels, drawn, negatives.log_q, mask, dtype
+                )
+            else:
+                mask = seen_mask(ids_t, target_t, valid, catalog)
+                loss = catalog_cross_entropy(query, items, labels, mask, dtype)
+            loss = tf.reduce_mean(loss)
+        return tape.gradient(loss, [query, items])
+
+    step()  # trace and warm up
+    best = float("inf")
+    for _ in range(max(steps, 1)):
+        started = time.perf_counter()
+        grads = step()
+        float(tf.reduce_sum(grads[0]))  # wait for the step
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def loss_chunk(cfg: Config, catalog: int) -> int | None:

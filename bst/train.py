@@ -65,6 +65,7 @@ from bst.data.download import size_text
 from bst.data.prepare import ensure_prepared
 from bst.data.prepared import Prepared
 from bst.devices import (
+    accelerator,
     is_chief,
     make_strategy,
     resolve,
@@ -95,7 +96,7 @@ from bst.optim import (
 )
 from bst.pipeline import make_dataset
 from bst.scoring import rank_metrics
-from bst.task import BSTTrainer, choose_loss, logits_bytes_per_entry
+from bst.task import BSTTrainer, choose_loss, logits_bytes_per_entry, loss_chunk, time_loss_step
 
 import tensorflow as tf  # isort: skip
 
@@ -215,13 +216,24 @@ def check_backup(requested: str, backup: Path) -> None:
     )
 
 
-def resolve_loss(cfg: Config, prepared: Prepared) -> Config:
+def resolve_loss(cfg: Config, prepared: Prepared, device: str, alone: bool = True) -> Config:
     """``cfg`` with ``model.loss=auto`` made concrete for ``prepared``'s catalog
-    (:func:`bst.task.choose_loss`, logged with the reason); any other value unchanged."""
+    (:func:`bst.task.choose_loss`, logged with the reason); any other value unchanged.
+    On a CPU (``device``) training ``alone`` (one replica, one worker: every process
+    must choose alike), where the full softmax's logits fit and the catalog is larger
+    than the sampled loss's draw, one step of each loss is timed first
+    (:func:`bst.task.time_loss_step`, a few seconds): the choice is this machine's."""
     if cfg.model.loss != "auto":
         return cfg
     catalog = prepared.num_trained_items - F.NUM_RESERVED
-    loss, why = choose_loss(cfg, catalog)
+    measured = None
+    fits = loss_chunk(cfg, catalog) is None
+    if device == "cpu" and alone and fits and catalog > cfg.model.num_negatives:
+        measured = (
+            time_loss_step(cfg, catalog, "softmax"),
+            time_loss_step(cfg, catalog, "sampled"),
+        )
+    loss, why = choose_loss(cfg, catalog, measured)
     log.info("loss: %s (%s)", loss, why)
     return config_lib.replace(cfg, {"model.loss": loss})
 
@@ -297,13 +309,14 @@ def train(
     prepared = Prepared.open(cfg.data.prepared_dir)
     _check_rating_head(cfg, prepared)
     cfg = resolve_batch_size(cfg, prepared)
-    cfg = resolve_loss(cfg, prepared)
     windows = count_train_windows(prepared, cfg.model.max_len, cfg.data.all_windows)
     cfg = resolve_epochs(cfg, windows)
     pass_steps = max(1, math.ceil(windows / cfg.train.batch_size))
     cfg, notes = resolve(cfg, strategy)
     for note in notes:
         log.info(note)
+    alone = strategy.num_replicas_in_sync == 1 and workers <= 1
+    cfg = resolve_loss(cfg, prepared, accelerator(strategy), alone)  # bf16_logits known
     if chief:
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
     policy = set_precision(cfg, strategy)

@@ -513,6 +513,23 @@ def test_auto_loss_is_the_full_softmax_where_logits_fit_and_sampled_past_them():
     assert choose_loss(config.replace(cfg, {"train.logits_mib": 0}), 59_047)[0] == "softmax"
     given = config.replace(cfg, {"model.loss": "softmax"})
     assert choose_loss(given, 59_047) == ("softmax", "model.loss=softmax")
+    # where the full softmax fits, a machine whose full softmax step is slow samples
+    loss, why = choose_loss(cfg, 3_706, measured=(0.205, 0.140))
+    assert loss == "sampled" and "205 ms" in why and "1.46x" in why
+    assert choose_loss(cfg, 3_706, measured=(0.103, 0.104))[0] == "softmax"
+    assert choose_loss(given, 3_706, measured=(0.205, 0.140))[0] == "softmax"  # as given
+
+
+def test_time_loss_step_times_both_losses():
+    from bst.task import time_loss_step
+
+    cfg = config.replace(
+        config.ml1m(),
+        {"train.batch_size": 4, "model.max_len": 12, "model.dim": 8, "model.num_negatives": 10},
+    )
+    for kind in ("softmax", "sampled"):
+        seconds = time_loss_step(cfg, 30, kind, steps=2)
+        assert 0 < seconds < 30
 
 
 def test_shared_negatives_mask_the_movies_each_history_holds(tiny_cfg, tables):
