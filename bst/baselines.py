@@ -245,8 +245,8 @@ class ItemKNN(Baseline):
 
 
 # ItemKNN builds its similarity in blocks of items of at most this many (item, item)
-# entries (float32: 128 MiB), so memory does not grow with the catalog squared.
-SIMILARITY_BLOCK_ENTRIES = 2**25
+# entries (float32: 32 MiB), so memory does not grow with the catalog squared.
+SIMILARITY_BLOCK_ENTRIES = 2**23
 
 
 def _bags(histories: Sequence[np.ndarray], num_items: int) -> sparse.csr_array:

@@ -18,7 +18,8 @@ overwrites the other's; :func:`find_report` also finds the ``eval/`` and
 
 and logs the scalars and the plots to TensorBoard under ``<run>/logs/eval/`` (the
 baselines in ``logs/eval/<baseline>/`` with the same tags, so TensorBoard overlays
-them). The model and each baseline score and rank ``--users-per-batch`` users (1,024)
+them). The model and each baseline score and rank ``--users-per-batch`` users (1,024,
+or fewer with a large catalog: :data:`bst.metrics.SCORE_ENTRIES`)
 at a time, the model's in order of history length: memory holds a few ``[users per
 batch, catalog]`` arrays, never the whole ``[users, catalog]`` matrix, so a split of
 every user of ML-25M against its whole catalog fits a few GiB. A progress bar shows on a
@@ -456,7 +457,7 @@ def cold_start(all_ranks: dict[str, np.ndarray], targets: np.ndarray, prepared) 
     }
 
 
-def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int = 1024) -> dict:
+def evaluate(run_dir: str | Path, split: str = TEST, batch_size: int | None = None) -> dict:
     """Evaluate a finished run and its baselines on ``split``; write :func:`eval_dir`.
 
     Returns:

@@ -339,10 +339,13 @@ def summarize(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float | in
     return out
 
 
+SCORE_ENTRIES = 2**24  # a chunk's [users, N] scores: at most this many (64 MiB in float32)
+
+
 def evaluate_scores(
     score_fn: ScoreFn,
     data: EvalData,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     ks: Sequence[int] = KS,
     order: np.ndarray | None = None,
     progress: str | None = None,
@@ -355,7 +358,8 @@ def evaluate_scores(
             alike. Chunking bounds memory to a few ``batch_size * N`` arrays, whatever
             the number of users.
         data: the evaluated users.
-        batch_size: users per ``score_fn`` call.
+        batch_size: users per ``score_fn`` call; None = 1024, or fewer so that a chunk's
+            scores hold at most :data:`SCORE_ENTRIES` (284 users at 59 k movies).
         ks: cutoffs for HR and NDCG.
         order: the positions in the order to score them (a model scores users of similar
             history length together); None = ``0 .. U-1``. The results do not depend on it.
@@ -365,6 +369,8 @@ def evaluate_scores(
         (metrics with ``coverage@10`` and ``catalog_items`` added, ranks float64 ``[U]``,
         top-10 item indices int64 ``[U, 10]``), both in the order of ``data``.
     """
+    if batch_size is None:
+        batch_size = max(1, min(1024, SCORE_ENTRIES // max(data.num_items, 1)))
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be positive. Received: batch_size={batch_size}")
     n = data.num_users
