@@ -247,7 +247,7 @@ class PlannedEarlyStopping(tf.keras.callbacks.EarlyStopping):
             self.patience = max(self.MIN_PATIENCE, math.ceil(epochs / 5))
             if not self.said:
                 log.info(
-                    "early stopping after %d epochs without a better %s (a fifth of the "
+                    "early stopping: at %d epochs without a better %s (a fifth of the "
                     "planned %.0f, at least %d; set train.patience to choose)",
                     self.patience,
                     self.monitor,

@@ -115,6 +115,7 @@ DATA_FLAGS = {
     "--enriched": "data.enriched",
     "--cold-fraction": "data.cold_fraction",
     "--num-shards": "data.num_shards",
+    "--runner": "data.runner",
 }
 
 
@@ -175,6 +176,13 @@ def add_data_flags(parser: argparse.ArgumentParser, enriched_where: str) -> None
         default=None,
         help=f"TFRecord shards per split, {low}..{high} (default 4)",
     )
+    parser.add_argument(
+        "--runner",
+        choices=config_lib.CHOICES["data.runner"],
+        default=None,
+        help="how the prepare step runs: in-memory (pandas, the default) or beam (an Apache "
+        "Beam pipeline; pip install -e '.[beam]'; formats ml1m and ml-csv)",
+    )
 
 
 def data_updates(args: argparse.Namespace, updates: dict) -> dict:
@@ -213,6 +221,32 @@ def checked_data(cfg: config_lib.Config) -> config_lib.Config:
             "--catalog (data.catalogs) and --enriched (data.enriched) are both given: the "
             "catalogs are joined into a new enriched table; give one of them"
         )
+    if cfg.data.runner == "beam":
+        d, default = cfg.data, config_lib.DataConfig()
+        given = [
+            name
+            for name, value in (
+                ("--catalog", d.catalogs),
+                ("--enriched", d.enriched),
+                ("--cold-fraction", d.cold_fraction),
+                ("--side-data-dir", d.side_data_dir),
+                ("data.synthetic", d.synthetic),
+            )
+            if value
+        ]
+        given += [
+            f"data.{key}"
+            for key in (
+                "user_column", "item_column", "time_column", "rating_column",
+                "title_column", "genres_column", "year_column", "time_unit",
+            )
+            if getattr(d, key) != getattr(default, key)
+        ]  # fmt: skip
+        if given:
+            raise UsageError(
+                f"--runner beam prepares ml1m and ml-csv ratings without overviews: "
+                f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --runner in-memory"
+            )
     return config_lib.validate(cfg)
 
 
@@ -257,8 +291,9 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--users-per-batch",
         type=int,
-        default=1024,
-        help="users ranked at a time (more: faster, more memory)",
+        default=None,
+        help="users ranked at a time (more: faster, more memory; default: 1024, or fewer so "
+        "that a batch holds at most 2^24 scores: 284 at 59 k movies)",
     )
     add_alias(parser, "--batch-size", "--users-per-batch", type=int)
     return parser
@@ -405,7 +440,7 @@ def _check_train(args: argparse.Namespace) -> None:
 
 
 def _check_evaluate(args: argparse.Namespace) -> None:
-    if args.users_per_batch < 1:
+    if args.users_per_batch is not None and args.users_per_batch < 1:
         flag = getattr(args, "users_per_batch_from", "--users-per-batch")
         raise UsageError(f"{flag} must be >= 1, got {args.users_per_batch}")
 

@@ -63,6 +63,10 @@ class DataConfig:
         synthetic: generate synthetic ML-1M-format files instead of reading real ones.
         synthetic_users / synthetic_movies: size of the synthetic data.
         num_shards: TFRecord shards per split.
+        runner: how the prepare step runs: ``in-memory`` (pandas on this machine, the
+            default) or ``beam`` (an Apache Beam pipeline on the DirectRunner; the extra
+            ``.[beam]``; formats ``ml1m`` and ``ml-csv``). ``pipelines.prepare --runner
+            beam`` also takes Beam's own options, for other runners.
         enriched: optional CSV from ``pipelines.enrich`` (movie overviews).
         catalogs: movie catalogs (CSV with TMDB's columns) to join to ``movies.dat`` by
             fuzzy title matching before preparing (``bst.train --catalog``): the join
@@ -99,6 +103,7 @@ class DataConfig:
     synthetic_users: int = 60
     synthetic_movies: int = 40
     num_shards: int = 4
+    runner: str = "in-memory"
     enriched: str = ""
     catalogs: tuple[str, ...] = ()
     cold_fraction: float = 0.0
@@ -395,6 +400,7 @@ CHOICES = {
     "data.format": FORMAT_NAMES,
     "data.dataset": ("", *DATASET_NAMES),
     "data.time_unit": ("auto", "s", "ms"),
+    "data.runner": ("in-memory", "beam"),
     "model.loss": ("auto", "softmax", "sampled"),
     "model.negatives": ("shared", "in-batch"),
     "train.schedule": ("cosine", "linear", "constant"),

@@ -34,10 +34,10 @@ def _by_frequency(values: Iterable[str]) -> list[str]:
     return _ranked(pd.Series(list(values), dtype=object).value_counts(sort=False))
 
 
-def _column_by_frequency(column: pd.Series) -> list[str]:
-    """:func:`_by_frequency` of a column's values as text, counted before they are made
-    text (the distinct values, not every row, become strings: 25 M rows at ML-25M)."""
-    counts = column.value_counts(sort=False)
+def _counts_by_text(counts: pd.Series) -> list[str]:
+    """:func:`_by_frequency` from counts of values, the values made text after counting
+    (the distinct values, not every row, become strings: 25 M rows at ML-25M)."""
+    counts = counts.copy()
     counts.index = counts.index.astype(str)
     return _ranked(counts.groupby(level=0, sort=False).sum())
 
@@ -76,11 +76,32 @@ def build_vocabularies(
     ``rule="plain"`` (a generic users table): one vocabulary per ``profile`` column, its
     values as they are; MovieLens' rule keeps only users with a gender and zip prefixes.
     """
+    return vocabularies_from_counts(
+        train["movie_id"].value_counts(sort=False),
+        train["user_id"].unique(),
+        movies,
+        users,
+        profile,
+        rule,
+    )
+
+
+def vocabularies_from_counts(
+    movie_counts: pd.Series,
+    train_users,
+    movies: pd.DataFrame,
+    users: pd.DataFrame,
+    profile: tuple[str, ...] = F.PROFILE_FEATURES,
+    rule: str = "movielens",
+) -> dict[str, list[str]]:
+    """:func:`build_vocabularies` from what it needs of the training events: each movie's
+    number of training events (indexed by movie id, as in ``movies``) and the ids of the
+    users with a training event. The prepare step on Beam counts them in its pipeline."""
     # isin over the distinct ids: over 1 M text ids (pandas' Arrow strings) it is a Python loop
-    train_movies = movies[movies["movie_id"].isin(train["movie_id"].unique())]
-    train_users = users[users["user_id"].isin(train["user_id"].unique())]
+    train_movies = movies[movies["movie_id"].isin(movie_counts.index)]
+    train_users = users[users["user_id"].isin(train_users)]
     items = {
-        F.MOVIE_ID: _column_by_frequency(train["movie_id"]),
+        F.MOVIE_ID: _counts_by_text(movie_counts),
         F.GENRES: _by_frequency(g for gs in train_movies["genres"] for g in gs),
         F.YEAR: sorted({year_token(y) for y in train_movies["year"]} - {UNKNOWN_TOKEN}, key=int),
     }

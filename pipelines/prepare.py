@@ -7,6 +7,12 @@
         --catalog ../shared/data/catalogs/tmdb_5000_movies.csv --out data/prepared/ml1m-text
     python -m pipelines.prepare --data-dir my-log --set data.user_column=customer \\
         --out data/prepared/mine
+    python -m pipelines.prepare --runner beam --data-dir ../shared/data/ml-1m \\
+        --out data/prepared/ml1m-beam -- --direct_num_workers=2
+
+``--runner beam`` runs the step as an Apache Beam pipeline (:mod:`bst.data.beam`); what
+follows ``--`` are Beam's own pipeline options (``--runner=FlinkRunner ...``; default the
+DirectRunner), refused without ``--runner beam`` and when Beam does not know them.
 
 Its data flags are bst.train's (:func:`bst.cli.add_data_flags`: the same help, checks
 and errors). A thin driver: the step itself is :func:`bst.data.prepare.prepare` (what it writes:
@@ -19,6 +25,7 @@ off the terminal unless ``--verbose``, as in the ``bst`` commands; so
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,14 +69,28 @@ def enriched_dir(out: str | Path) -> Path:
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The arguments, checked (one :class:`UsageError` for an impossible value)."""
+    """The arguments, checked (one :class:`UsageError` for an impossible value); Beam's
+    options (after ``--``) in ``args.beam_args``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     args = parser().parse_args(argv)
+    args.beam_args = beam_args
     updates = config_lib.parse_overrides(args.overrides)
     for key in updates:
         if not key.startswith("data."):
             raise UsageError(f"--set {key}: pipelines.prepare takes only data.* fields")
     updates = cli.data_updates(args, updates)
     args.cfg = cli.checked_data(config_lib.replace(config_lib.ml1m(), updates))
+    if beam_args and args.cfg.data.runner != "beam":
+        raise UsageError(
+            f"Beam pipeline options ({' '.join(beam_args)}) are given after --, but the "
+            "runner is in-memory: add --runner beam"
+        )
+    if args.cfg.data.runner == "beam":
+        from bst.data.beam import pipeline_options
+
+        pipeline_options(beam_args)  # the extra installed, every option known: now
     return args
 
 
@@ -82,6 +103,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
         data = args.cfg.data
         data_dir = data.data_dir or default_data_dir()
+        if data.runner == "beam":
+            from bst.data import beam
+
+            manifest = beam.prepare(
+                data_dir, args.out, data.format, data.num_shards, data.dataset, args.beam_args
+            )
+            return _said(manifest, args.out)
         enriched = data.enriched or None
         if data.catalogs:
             enriched = join_catalogs(args.cfg, data_dir, enriched_dir(args.out))
@@ -96,11 +124,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
             dataset=data.dataset,
             columns=columns_of(args.cfg),
         )
+    return _said(manifest, args.out)
+
+
+def _said(manifest: dict, out) -> dict:
     c, s = manifest["counts"], manifest["splits"]
     print(
         f"{c['ratings']} ratings, {c['users']} users, {c['movies']} movies → "
         f"train {s['train']['events']}, validation {s['validation']['events']}, "
-        f"test {s['test']['events']} events; written to {args.out}"
+        f"test {s['test']['events']} events; written to {out}"
     )
     return manifest
 

@@ -72,6 +72,17 @@ def test_every_documented_command_parses(page, module, argv, capsys):
     """The flags and their values in the docs are the ones the command takes."""
     parsers = _parsers()
     assert module in parsers, f"{page} names python -m {module}, which is not a command"
+    if module == "pipelines.prepare" and "--" in argv:  # Beam's own options follow "--"
+        argv, beam_args = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+        assert beam_args and "beam" in argv, f"{page}: options after -- need --runner beam"
+        try:
+            import apache_beam  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            from bst.data.beam import pipeline_options
+
+            pipeline_options(beam_args)  # every option known to Beam
     try:
         parsers[module].parse_args(argv)
     except SystemExit:

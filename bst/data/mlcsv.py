@@ -135,17 +135,23 @@ def read_movies(path: Path) -> pd.DataFrame:
     return out
 
 
+def begin_report(folder: Path, movies: pd.DataFrame, users: int) -> ReadReport:
+    """The read report before the ratings are reconciled: counts and the unused files."""
+    report = ReadReport(users=users, movies=len(movies))
+    report.movies_without_year = int(movies["year"].isna().sum())
+    for name in UNUSED:
+        if (folder / name).is_file():
+            report.notes.append(f"{name}: not used")
+            log.info(report.notes[-1])
+    return report
+
+
 def load_mlcsv(folder: str | Path) -> MovieLens:
     """Read ``ratings.csv`` and ``movies.csv`` in ``folder`` and cross-check them."""
     folder = Path(folder)
     movies = read_movies(folder / MOVIES)
     ratings = read_ratings(folder / RATINGS)
     users = id_only_users(np.unique(ratings["user_id"].to_numpy()))
-    report = ReadReport(users=len(users), movies=len(movies))
-    report.movies_without_year = int(movies["year"].isna().sum())
-    for name in UNUSED:
-        if (folder / name).is_file():
-            report.notes.append(f"{name}: not used")
-            log.info(report.notes[-1])
+    report = begin_report(folder, movies, len(users))
     ratings = reconcile(ratings, None, movies, report, RATINGS, ("", MOVIES))
     return MovieLens(ratings=ratings, users=users, movies=movies, report=report)

@@ -332,13 +332,6 @@ def reconcile(
     report.ratings_read = len(ratings)
     pairs = ratings.duplicated(subset=["user_id", "movie_id"], keep="first")
     report.duplicate_pairs = int(pairs.sum())
-    if report.duplicate_pairs:
-        note = (
-            f"{source}: {report.duplicate_pairs} duplicate (user, movie) pairs kept "
-            "(each is a separate event in the user's sequence)"
-        )
-        report.notes.append(note)
-        log.warning(note)
     keep = np.ones(len(ratings), dtype=bool)
     if users is not None:
         unknown = ~ratings["user_id"].isin(users["user_id"]).to_numpy()
@@ -348,6 +341,24 @@ def reconcile(
         unknown = ~ratings["movie_id"].isin(movies["movie_id"]).to_numpy()
         report.unknown_movie_ratings = int((unknown & keep).sum())
         keep &= ~unknown
+    out = ratings[keep].reset_index(drop=True)
+    report.ratings = len(out)
+    note_reconciled(report, source, tables)
+    return out
+
+
+def note_reconciled(
+    report: ReadReport, source: str, tables: tuple[str, str] = ("users.dat", "movies.dat")
+) -> None:
+    """The notes and warnings of :func:`reconcile`, from the counts in ``report`` (the
+    prepare step on Beam counts them in its pipeline)."""
+    if report.duplicate_pairs:
+        note = (
+            f"{source}: {report.duplicate_pairs} duplicate (user, movie) pairs kept "
+            "(each is a separate event in the user's sequence)"
+        )
+        report.notes.append(note)
+        log.warning(note)
     for count, what in (
         (report.unknown_user_ratings, f"users missing from {tables[0]}"),
         (report.unknown_movie_ratings, f"movies missing from {tables[1]}"),
@@ -356,9 +367,6 @@ def reconcile(
             note = f"{source}: dropped {count} ratings of {what}"
             report.notes.append(note)
             log.warning(note)
-    out = ratings[keep].reset_index(drop=True)
-    report.ratings = len(out)
-    return out
 
 
 def movielens_files_present(folder: str | Path) -> list[str]:
@@ -400,18 +408,24 @@ def find_movielens_files(folder: str | Path) -> Path:
     )
 
 
-def load_movielens(folder: str | Path) -> MovieLens:
-    """Read and cross-check the three files in ``folder`` (or ``folder/ml-1m``)."""
-    folder = find_movielens_files(folder)
+def read_side_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, ReadReport]:
+    """``users.dat`` and ``movies.dat`` in ``folder``, and the report begun on them."""
     movies = read_movies(folder / "movies.dat")
     users = read_users(folder / "users.dat")
-    ratings = read_ratings(folder / "ratings.dat")
     report = ReadReport(users=len(users), movies=len(movies))
     report.movies_without_year = int(movies["year"].isna().sum())
     if report.movies_without_year:
         note = f"movies.dat: {report.movies_without_year} titles have no '(year)'; year unknown"
         report.notes.append(note)
         log.warning(note)
+    return users, movies, report
+
+
+def load_movielens(folder: str | Path) -> MovieLens:
+    """Read and cross-check the three files in ``folder`` (or ``folder/ml-1m``)."""
+    folder = find_movielens_files(folder)
+    users, movies, report = read_side_tables(folder)
+    ratings = read_ratings(folder / "ratings.dat")
     ratings = reconcile(ratings, users, movies, report)
     log.info(
         "MovieLens: %d ratings, %d users, %d movies (%d rated)",

@@ -119,23 +119,31 @@ def rating_levels(ratings: pd.Series) -> tuple[np.ndarray, list[float]]:
     :data:`bst.data.tabular.MAX_RATING_LEVELS` of them.
     """
     values = ratings.to_numpy()
-    known = ~pd.isna(values) & ((values != 0) if values.dtype.kind in "iu" else True)
-    distinct = np.unique(values[known].astype(np.float64))
-    if np.isin(distinct, np.arange(1, F.NUM_RATINGS + 1)).all():
-        scale = np.arange(1, F.NUM_RATINGS + 1, dtype=np.float64)
-    elif np.isin(distinct, HALF_STARS).all():
-        scale = HALF_STARS
-    elif len(distinct) <= MAX_RATING_LEVELS:
-        scale = distinct
-    else:
-        raise DataError(
-            f"ratings take {len(distinct)} distinct values; bst embeds a rating as one of at "
-            f"most {MAX_RATING_LEVELS} levels: round them, or set data.rating_column='' to "
-            "train without ratings"
-        )
+    known = known_ratings(values)
+    scale = rating_scale(np.unique(values[known].astype(np.float64)))
     levels = np.zeros(len(values), dtype=np.int64)
     levels[known] = np.searchsorted(scale, values[known].astype(np.float64)) + 1
     return levels, [float(v) for v in scale] if known.any() else []
+
+
+def known_ratings(values: np.ndarray) -> np.ndarray:
+    """bool: which ratings are known (0 in an integer column and NaN are unknown)."""
+    return ~pd.isna(values) & ((values != 0) if values.dtype.kind in "iu" else True)
+
+
+def rating_scale(distinct: np.ndarray) -> np.ndarray:
+    """The sorted distinct known ratings → the scale of :func:`rating_levels`."""
+    if np.isin(distinct, np.arange(1, F.NUM_RATINGS + 1)).all():
+        return np.arange(1, F.NUM_RATINGS + 1, dtype=np.float64)
+    if np.isin(distinct, HALF_STARS).all():
+        return HALF_STARS
+    if len(distinct) <= MAX_RATING_LEVELS:
+        return distinct
+    raise DataError(
+        f"ratings take {len(distinct)} distinct values; bst embeds a rating as one of at "
+        f"most {MAX_RATING_LEVELS} levels: round them, or set data.rating_column='' to "
+        "train without ratings"
+    )
 
 
 def _log_provided(fmt: str, provides: dict) -> dict:
@@ -153,16 +161,35 @@ def _log_provided(fmt: str, provides: dict) -> dict:
 
 def provided_features(ml: MovieLens) -> dict:
     """What the data has, feature by feature (the manifest's ``provides``)."""
-    ratings, users, movies = ml.ratings, ml.users, ml.movies
-    profile = [c for c in ml.profile if users[c].astype(str).str.strip().ne("").any()]
+    ratings = ml.ratings
+    return features_provided(
+        bool(ratings["rating"].fillna(0).ne(0).any()),
+        bool((ratings["timestamp"] >= 0).any()),
+        ml.movies,
+        ml.users,
+        ml.profile,
+        ml.provides,
+    )
+
+
+def features_provided(
+    has_ratings: bool,
+    has_timestamps: bool,
+    movies: pd.DataFrame,
+    users: pd.DataFrame,
+    profile: tuple[str, ...],
+    extra: dict | None = None,
+) -> dict:
+    """:func:`provided_features` from whether any rating and any time is known (what the
+    prepare step on Beam counts) and the side tables."""
     return {
-        "ratings": bool(ratings["rating"].fillna(0).ne(0).any()),
-        "timestamps": bool((ratings["timestamp"] >= 0).any()),
+        "ratings": has_ratings,
+        "timestamps": has_timestamps,
         "titles": bool((movies["title"].astype(str) != movies["movie_id"].astype(str)).any()),
         "genres": bool(any(len(g) for g in movies["genres"])),
         "years": bool(movies["year"].notna().any()),
-        "profile": profile,
-        **ml.provides,
+        "profile": [c for c in profile if users[c].astype(str).str.strip().ne("").any()],
+        **(extra or {}),
     }
 
 
@@ -197,18 +224,7 @@ def write_outputs(
     vocabs[F.MOVIE_ID] = vocabs[F.MOVIE_ID] + [str(m) for m in cold]
     write_vocabularies(out / VOCAB_DIR, vocabs)
 
-    movies = ml.movies.sort_values("movie_id", kind="mergesort")
-    pd.DataFrame(
-        {
-            "movie_id": movies["movie_id"],
-            "title": movies["title"],
-            "year": movies["year"].astype("Int64"),
-            "genres": ["|".join(g) for g in movies["genres"]],
-        }
-    ).to_csv(out / "movies.tsv", sep="\t", index=False, lineterminator="\n")
-    ml.users.sort_values("user_id", kind="mergesort").to_csv(
-        out / USERS_FILE, sep="\t", index=False, lineterminator="\n"
-    )
+    write_side_tables(out, ml.movies, ml.users)
 
     text_info = None
     if table is not None:
@@ -282,7 +298,17 @@ def write_outputs(
         "max_sequence_length": int((ends - starts).max()) if len(starts) else 0,
         "rating_scale": scale,
     }
-    cut = sum(len(g) > F.MAX_GENRES for g in ml.movies["genres"])
+    note_genres_cut(ml.movies, stats)
+    if text_info:
+        stats["text"] = text_info
+    if cold_info:
+        stats["cold_start"] = cold_info
+    return stats
+
+
+def note_genres_cut(movies: pd.DataFrame, stats: dict) -> None:
+    """Count (in ``stats``) and warn about movies with more genres than the model reads."""
+    cut = sum(len(g) > F.MAX_GENRES for g in movies["genres"])
     if cut:
         stats["movies_with_genres_cut"] = {"movies": int(cut), "kept": F.MAX_GENRES}
         log.warning(
@@ -291,11 +317,22 @@ def write_outputs(
             F.MAX_GENRES,
             F.MAX_GENRES,
         )
-    if text_info:
-        stats["text"] = text_info
-    if cold_info:
-        stats["cold_start"] = cold_info
-    return stats
+
+
+def write_side_tables(out: Path, movies: pd.DataFrame, users: pd.DataFrame) -> None:
+    """``movies.tsv`` and ``users.tsv``, sorted by id."""
+    movies = movies.sort_values("movie_id", kind="mergesort")
+    pd.DataFrame(
+        {
+            "movie_id": movies["movie_id"],
+            "title": movies["title"],
+            "year": movies["year"].astype("Int64"),
+            "genres": ["|".join(g) for g in movies["genres"]],
+        }
+    ).to_csv(out / "movies.tsv", sep="\t", index=False, lineterminator="\n")
+    users.sort_values("user_id", kind="mergesort").to_csv(
+        out / USERS_FILE, sep="\t", index=False, lineterminator="\n"
+    )
 
 
 def _read_enriched(enriched: Path) -> pd.DataFrame:
@@ -438,10 +475,7 @@ def prepare(
         }
         if enriched:
             manifest["inputs"]["enriched"] = sha256(Path(enriched))
-        manifest["outputs"] = {
-            p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_manifest(tmp, manifest)
         _replace_dir(tmp, out)
     finally:
         remove_temp_dir(tmp)
@@ -453,6 +487,16 @@ def prepare(
         time.perf_counter() - started,
     )
     return manifest
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """``manifest.json``, last, with every output's sha256 (what makes a folder prepared)."""
+    manifest["outputs"] = {
+        p.relative_to(folder).as_posix(): sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _replace_dir(new: Path, target: Path) -> None:
@@ -518,6 +562,11 @@ def ensure_prepared(cfg: Config, run_dir: Path, chief: bool = True) -> Config:
         enriched = join_catalogs(cfg, data_dir, run_dir / ENRICHED_DIR)
         cfg = config_lib.replace(cfg, {"data.enriched": str(enriched)})
     log.info("preparing %s into %s", data_dir, prepared)  # the format is logged once found
+    if cfg.data.runner == "beam":
+        from bst.data import beam
+
+        beam.prepare(data_dir, prepared, cfg.data.format, cfg.data.num_shards, cfg.data.dataset)
+        return cfg
     prepare(
         data_dir,
         prepared,
@@ -605,6 +654,15 @@ def _check_text_matches(prepared: Path, cfg: Config) -> None:
             f"{prepared} was prepared from another enriched table than {enriched}: {again}"
         )
     made = manifest.get("config", {})
+    runner = made.get("runner", "in-memory")
+    if runner != cfg.data.runner:  # the same contents either way: reused, and said
+        log.info(
+            "%s was prepared by the %s runner; reused as it is (data.runner=%s applies when "
+            "a folder is prepared)",
+            prepared,
+            runner,
+            cfg.data.runner,
+        )
     fmt = formats.canonical(cfg.data.format)
     if fmt != formats.AUTO and made.get("format") != fmt:
         raise UsageError(

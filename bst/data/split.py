@@ -12,6 +12,13 @@ log = logging.getLogger(__name__)
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)
+MIN_EVALUATED = 3  # a user with fewer events keeps them all in train
+
+
+def split_sizes(events: int) -> tuple[int, int, int]:
+    """A user's number of events → (train, validation, test) sizes: the rule of
+    :func:`split_by_time` for one user (the Beam runner applies it per user)."""
+    return (events - 2, 1, 1) if events >= MIN_EVALUATED else (events, 0, 0)
 
 
 @dataclass
@@ -50,7 +57,7 @@ def split_by_time(ratings: pd.DataFrame) -> tuple[pd.DataFrame, SplitReport]:
     counts = np.repeat(sizes.to_numpy(), sizes.to_numpy())
     from_end = counts - 1 - events.groupby("user_id", sort=False).cumcount().to_numpy()
     split = np.full(len(events), TRAIN, dtype=object)
-    eligible = counts >= 3
+    eligible = counts >= MIN_EVALUATED
     split[eligible & (from_end == 0)] = TEST
     split[eligible & (from_end == 1)] = VALIDATION
     events["split"] = split
@@ -59,7 +66,7 @@ def split_by_time(ratings: pd.DataFrame) -> tuple[pd.DataFrame, SplitReport]:
         validation=int((split == VALIDATION).sum()),
         test=int((split == TEST).sum()),
         users=int(len(sizes)),
-        users_train_only=int((sizes.to_numpy() < 3).sum()),
+        users_train_only=int((sizes.to_numpy() < MIN_EVALUATED).sum()),
     )
     if report.users_train_only:
         log.warning(

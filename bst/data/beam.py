@@ -1,0 +1,745 @@
+"""The prepare step as an Apache Beam pipeline: ``python -m pipelines.prepare --runner beam``.
+
+The same step as :func:`bst.data.prepare.prepare` (validation, the split by time per
+user, vocabularies from the training split only, the side tables, TFRecord shards,
+``sequences.tsv`` and the manifest), for a ratings file larger than one machine's
+memory. It reuses the library's rules rather than copying them:
+
+* the ratings file is read in byte ranges by the workers; each piece of whole lines is
+  parsed and checked by the in-memory reader of its format
+  (:func:`bst.data.movielens.read_ratings`, :func:`bst.data.mlcsv.read_ratings`), so a
+  malformed line gives the same error, with its line number, as the in-memory path;
+* the side tables (``movies.dat``/``users.dat``, ``movies.csv``) are small and read on
+  the driver by the same readers; ratings of unknown users and movies are counted and
+  dropped, duplicates counted, as :func:`bst.data.movielens.reconcile` does;
+* each user's events are ordered by time, ties in file order (the byte offset of the
+  line), and split by :func:`bst.data.split.split_sizes`; ratings become levels on
+  :func:`bst.data.prepare.rating_scale`; records are :func:`bst.data.records.serialize`;
+  the vocabularies are :func:`bst.vocab.vocabularies_from_counts` of counts the pipeline
+  computes.
+
+What differs from the in-memory path: the order of the records within and across the
+shards of a split and the order of the rows of ``sequences.tsv`` (Beam writes them in
+the order its workers finish), so the files are not byte-identical; their contents are
+(``tests/test_beam.py``). The vocabularies, ``movies.tsv``, ``users.tsv`` and the
+manifest's counts are identical.
+
+Formats: ``ml1m`` and ``ml-csv`` (the 20M/25M/32M releases); the others are read in
+memory. Paths go through Beam's filesystems: a ``gs://`` or ``s3://`` ``--data-dir``
+or ``--out`` needs Beam's extra for it (``apache-beam[gcp]``, ``[aws]``) and an
+explicit ``--format``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bst import features as F
+from bst.data import formats, mlcsv
+from bst.data import movielens as ml
+from bst.data.prepared import (
+    MANIFEST,
+    MANIFEST_VERSION,
+    SEQUENCES_FILE,
+    TFRECORDS_DIR,
+    VOCAB_DIR,
+    sequence_header,
+    sequence_row,
+)
+from bst.data.split import SPLITS, TEST, TRAIN, VALIDATION, split_sizes
+from bst.errors import DataError, UsageError
+
+log = logging.getLogger("bst.prepare")
+
+BEAM_FORMATS = ("ml1m", "ml-csv")
+EXTRA = "pip install -e '.[beam]'"
+RANGE_BYTES = 16 << 20  # the ratings file is read in ranges of this many bytes...
+PIECE_BYTES = 4 << 20  # ...each parsed by the in-memory reader in pieces of this size
+PROBE_BYTES = 64 << 10  # the driver checks the file's start before starting the pipeline
+
+
+def require_beam():
+    """``apache_beam``, or one clear error naming the extra."""
+    quiet = _ImportNoise()  # Beam's import warns about cloud clients bst does not use
+    logging.getLogger().addFilter(quiet)
+    try:
+        import apache_beam
+    except ImportError:
+        raise UsageError(
+            f"--runner beam needs Apache Beam, an optional extra: {EXTRA} "
+            "(or leave --runner at in-memory, the default)"
+        ) from None
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    return apache_beam
+
+
+class _ImportNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "apache_beam" not in record.pathname
+
+
+def is_remote(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+class Source:
+    """A format's ratings file and how a piece of its lines is parsed and checked."""
+
+    def __init__(self, fmt: str, path: str):
+        self.fmt, self.path = fmt, path
+        self.name = ml.ML1M_FILES[0] if fmt == "ml1m" else mlcsv.RATINGS
+        self.header = b""  # ratings.csv's first line, given to every piece
+
+    def parse(self, piece: bytes) -> pd.DataFrame:
+        """Whole lines → user_id, movie_id, rating, timestamp, checked by the in-memory
+        reader (a :class:`DataError`'s line is then the piece's data line, 1-based)."""
+        with tempfile.TemporaryDirectory(prefix="bst-beam-") as folder:
+            path = Path(folder) / self.name
+            path.write_bytes(self.header + piece)
+            try:
+                if self.fmt == "ml1m":
+                    return ml.read_ratings(path)
+                return mlcsv.read_ratings(path)
+            except DataError as err:
+                line = (err.line or 0) - (1 if self.header else 0)
+                raise DataError(err.reason, Path(self.path), line if line > 0 else None) from None
+
+
+def _line_starts(piece: bytes) -> np.ndarray:
+    """Offsets in ``piece`` (whole lines, the last one ending in a newline) of each line."""
+    ends = np.flatnonzero(np.frombuffer(piece, dtype=np.uint8) == ord("\n"))
+    return np.r_[0, ends[:-1] + 1].astype(np.int64) if len(ends) else np.zeros(0, np.int64)
+
+
+def read_range(span: tuple[int, int], source: Source) -> Iterator:
+    """The lines starting in ``[start, end)`` of the ratings file, parsed piece by piece:
+    yields ``("events", (user, arrays))`` per user of a piece (arrays: byte offsets of
+    the lines, movie ids, ratings, timestamps) or one ``("error", (offset, reason))``."""
+    from apache_beam.io.filesystems import FileSystems
+
+    start, end = span
+    with FileSystems.open(source.path, mime_type="application/octet-stream") as f:
+        if start:
+            f.seek(start - 1)
+            first = start - 1 + len(f.readline())  # the first line starting at start or later
+        else:
+            first = len(source.header)
+        if first >= end:
+            return
+        f.seek(first)
+        data = f.read(end - first)
+        if data and not data.endswith(b"\n"):
+            data += f.readline()
+    at = 0
+    while at < len(data):
+        cut = data.find(b"\n", min(at + PIECE_BYTES, len(data)) - 1)
+        cut = len(data) if cut < 0 else cut + 1
+        piece = data[at:cut]
+        offset = first + at
+        at = cut
+        starts = _line_starts(piece if piece.endswith(b"\n") else piece + b"\n")
+        stops = np.r_[starts[1:], len(piece)]
+        kept = starts
+        if source.fmt == "ml-csv":  # the CSV reader skips blank lines: keep the others' offsets
+            short = np.flatnonzero(stops - starts <= 2)
+            blank = np.zeros(len(starts), dtype=bool)
+            blank[short] = [not piece[starts[i] : stops[i]].strip() for i in short]
+            if blank.any():
+                piece = b"".join(
+                    piece[a:z] for a, z, b in zip(starts, stops, blank, strict=True) if not b
+                )
+                kept = starts[~blank]
+        try:
+            frame = source.parse(piece)
+        except DataError as err:
+            line = min(err.line or 1, len(kept))
+            yield "error", (offset + int(kept[line - 1] if len(kept) else 0), err.reason)
+            return
+        if len(frame) != len(kept):
+            yield "error", (offset, f"read {len(frame)} rows from {len(kept)} lines")
+            return
+        positions = offset + kept
+        users = frame["user_id"].to_numpy()
+        order = np.argsort(users, kind="stable")
+        users = users[order]
+        bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
+        columns = [
+            positions[order],
+            frame["movie_id"].to_numpy()[order],
+            frame["rating"].to_numpy()[order],
+            frame["timestamp"].to_numpy()[order],
+        ]
+        for a, z in zip(bounds[:-1], bounds[1:], strict=True):
+            yield "events", (users[a].item(), tuple(c[a:z] for c in columns))
+    log.info("read bytes %d-%d of %s", start, end, source.path)  # progress, per range
+
+
+class _Stats:
+    """Counts summed over users (``max_sequence_length``: the largest)."""
+
+    SUMMED = (
+        "ratings_read",
+        "duplicate_pairs",
+        "unknown_user_ratings",
+        "unknown_movie_ratings",
+        "ratings",
+        "users",
+        "users_train_only",
+        "train",
+        "validation",
+        "test",
+        "known_ratings",
+        "known_timestamps",
+    )
+
+    @classmethod
+    def merge(cls, parts: Iterable[dict]) -> dict:
+        out = dict.fromkeys(cls.SUMMED, 0)
+        out["max_sequence_length"] = 0
+        for part in parts:
+            for key in cls.SUMMED:
+                out[key] += part.get(key, 0)
+            out["max_sequence_length"] = max(
+                out["max_sequence_length"], part.get("max_sequence_length", 0)
+            )
+        return out
+
+
+def assemble(
+    item: tuple, movie_ids: np.ndarray, user_ids: frozenset | None
+) -> Iterator[tuple[str, object]]:
+    """One user's events from every piece → reconciled, ordered and split (tagged outputs;
+    ``movie_ids``: the movies table's ids, sorted)."""
+    from bst.data.prepare import known_ratings
+
+    user, blocks = item
+    positions, movies, ratings, times = (np.concatenate(c) for c in zip(*blocks, strict=True))
+    stats = {"ratings_read": len(movies)}
+    stats["duplicate_pairs"] = len(movies) - len(np.unique(movies))
+    yield "user", user
+    if user_ids is not None and user not in user_ids:
+        stats["unknown_user_ratings"] = len(movies)
+        yield "stats", stats
+        return
+    at = np.minimum(np.searchsorted(movie_ids, movies), len(movie_ids) - 1)
+    known = movie_ids[at] == movies
+    stats["unknown_movie_ratings"] = int((~known).sum())
+    positions, movies, ratings, times = (
+        positions[known],
+        movies[known],
+        ratings[known],
+        times[known],
+    )
+    n = len(movies)
+    if not n:
+        yield "stats", stats
+        return
+    order = np.lexsort((positions, times))  # by time, ties in file order
+    movies, ratings, times = movies[order], ratings[order], times[order]
+    n_train, n_validation, n_test = split_sizes(n)
+    rated = ratings[known_ratings(ratings)]
+    stats.update(
+        ratings=n,
+        users=1,
+        users_train_only=int(n_validation == 0),
+        train=n_train,
+        validation=n_validation,
+        test=n_test,
+        known_ratings=len(rated),
+        known_timestamps=int((times >= 0).sum()),
+        max_sequence_length=n,
+    )
+    yield "stats", stats
+    yield "rating_values", np.unique(rated.astype(np.float64))
+    yield (
+        "movies",
+        (movies[:n_train].tolist(), np.unique(movies).tolist(), movies[n_train:].tolist()),
+    )
+    if n_train:
+        yield "train_users", user
+    yield "sequence", (user, (n_train, n_validation, n_test), movies, times, ratings)
+
+
+def write_user(
+    item: tuple, scale: list[float], profiles: dict
+) -> Iterator[tuple[str, bytes | str]]:
+    """One user's records (tagged by split) and ``sequences.tsv`` row, as
+    :func:`bst.data.prepare.write_outputs` writes them (``profiles``: tokens by user id;
+    ``""``: those of a user without a row)."""
+    from bst.data import records  # TensorFlow: imported where records are written
+
+    user, sizes, movies, times, ratings = item
+    from bst.data.prepare import known_ratings
+
+    levels = np.zeros(len(ratings), dtype=np.int64)
+    known = known_ratings(ratings)
+    levels[known] = np.searchsorted(np.asarray(scale), ratings[known].astype(np.float64)) + 1
+    uid = str(user)
+    profile = profiles.get(uid) or profiles[""]
+    ids, ts, rs = [str(m) for m in movies.tolist()], times.tolist(), levels.tolist()
+    n_train, n_eval = sizes[0], sizes[1] + sizes[2]
+    yield SEQUENCES_FILE, sequence_row(uid, sizes, ids, ts, rs)
+    yield TRAIN, records.serialize(uid, profile, ids[:n_train], ts[:n_train], rs[:n_train])
+    if n_eval:
+        v, t = n_train, n_train + 1
+        yield (
+            VALIDATION,
+            records.serialize(uid, profile, ids[:v], ts[:v], rs[:v], (ids[v], ts[v], rs[v])),
+        )
+        yield TEST, records.serialize(uid, profile, ids[:t], ts[:t], rs[:t], (ids[t], ts[t], rs[t]))
+
+
+def _movie_tally():
+    """A CombineFn over each user's (training movies, distinct movies, evaluation movies):
+    training events per movie, the movies rated, the movies of validation and test."""
+    from collections import Counter
+
+    import apache_beam as beam
+
+    class MovieTally(beam.CombineFn):
+        def create_accumulator(self):
+            return Counter(), set(), set()
+
+        def add_input(self, acc, element):
+            acc[0].update(element[0])
+            acc[1].update(element[1])
+            acc[2].update(element[2])
+            return acc
+
+        def merge_accumulators(self, accumulators):
+            out = self.create_accumulator()
+            for train, rated, evaluated in accumulators:
+                out[0].update(train)
+                out[1].update(rated)
+                out[2].update(evaluated)
+            return out
+
+        def extract_output(self, acc):
+            return {
+                "train_counts": sorted(acc[0].items()),
+                "movies": len(acc[1]),
+                "eval_movies": sorted(acc[2]),
+            }
+
+    return MovieTally()
+
+
+def _tagged(fn):
+    """A generator of ``(tag, value)`` pairs → Beam tagged outputs."""
+    from apache_beam import pvalue
+
+    def wrapped(*args, **kwargs):
+        for tag, value in fn(*args, **kwargs):
+            yield pvalue.TaggedOutput(tag, value)
+
+    return wrapped
+
+
+def _side(fmt: str, folder: str, local: Path) -> tuple:
+    """The side tables, read on the driver by the in-memory readers: (users or None,
+    movies, report, profile names, rule, input files)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from bst.data import records
+
+    names = ("users.dat", "movies.dat") if fmt == "ml1m" else (mlcsv.MOVIES,)
+    inputs = {}
+    for name in names:
+        src = FileSystems.join(folder, name)
+        if not FileSystems.exists(src):
+            raise DataError(f"file not found: {src}", src)
+        dst = local / name
+        with FileSystems.open(src, mime_type="application/octet-stream") as f:
+            dst.write_bytes(f.read())
+        inputs[name] = dst
+    if fmt == "ml1m":
+        users, movies, report = ml.read_side_tables(local)
+        return users, movies, report, records.PROFILE_INPUT_COLUMNS, records.MOVIELENS_RULE, inputs
+    movies = mlcsv.read_movies(local / mlcsv.MOVIES)
+    for name in mlcsv.UNUSED:  # what the in-memory reader notes as not used
+        if FileSystems.exists(FileSystems.join(folder, name)):
+            (local / name).touch()
+    return None, movies, None, records.PROFILE_INPUT_COLUMNS, records.MOVIELENS_RULE, inputs
+
+
+def _ranges(size: int, start: int) -> list[tuple[int, int]]:
+    return [(a, min(a + RANGE_BYTES, size)) for a in range(start, size, RANGE_BYTES)] or [
+        (start, start)
+    ]
+
+
+def _line_number(path: str, offset: int) -> int:
+    """The 1-based line number of the line starting at byte ``offset``."""
+    from apache_beam.io.filesystems import FileSystems
+
+    lines, at = 1, 0
+    with FileSystems.open(path, mime_type="application/octet-stream") as f:
+        while at < offset:
+            block = f.read(min(1 << 20, offset - at))
+            if not block:
+                break
+            lines += block.count(b"\n")
+            at += len(block)
+    return lines
+
+
+def _resolve(data_dir: str, fmt: str, dataset: str) -> tuple[str, str]:
+    """(format, folder): detected and checked as in memory for a local folder; a remote
+    one needs its format named."""
+    fmt = formats.canonical(fmt)
+    if is_remote(data_dir):
+        if dataset:
+            raise UsageError("--dataset downloads into a local folder: give a local --data-dir")
+        if fmt not in BEAM_FORMATS:
+            raise UsageError(
+                f"a remote --data-dir needs --format ({', '.join(BEAM_FORMATS)}): "
+                "there is no format detection over Beam's filesystems"
+            )
+        return fmt, str(data_dir).rstrip("/")
+    found, folder = formats.resolve(data_dir, fmt, dataset)
+    if found.name not in BEAM_FORMATS:
+        raise UsageError(
+            f"--runner beam reads formats {', '.join(BEAM_FORMATS)}; {folder} holds format "
+            f"{found.name}: prepare it with --runner in-memory"
+        )
+    return found.name, str(folder)
+
+
+def prepare(
+    data_dir: str | Path,
+    out: str | Path,
+    fmt: str = "auto",
+    num_shards: int = 4,
+    dataset: str = "",
+    beam_args: Sequence[str] = (),
+) -> dict:
+    """The prepare step on Beam; returns the manifest. ``beam_args``: Beam's pipeline
+    options (``--runner=...``; default the DirectRunner)."""
+    beam = require_beam()
+    from apache_beam.io.filesystems import FileSystems
+
+    from bst.data import prepare as in_memory
+    from bst.data import records
+    from bst.tempdirs import clean_stale, make_temp_dir, remove_temp_dir
+    from bst.vocab import vocabularies_from_counts, write_vocabularies
+
+    if num_shards < 1:
+        raise UsageError(f"num_shards must be >= 1, got {num_shards}")
+    options = pipeline_options(beam_args)
+    started = time.perf_counter()
+    fmt, folder = _resolve(str(data_dir), fmt, dataset)
+    source = Source(fmt, FileSystems.join(folder, Source(fmt, "").name))
+    if not FileSystems.exists(source.path):
+        raise DataError(f"file not found: {source.path}", source.path)
+    size = FileSystems.match([source.path])[0].metadata_list[0].size_in_bytes
+    with FileSystems.open(source.path, mime_type="application/octet-stream") as f:
+        head = f.read(PROBE_BYTES)
+    if fmt == "ml-csv":
+        source.header = head.split(b"\n", 1)[0] + b"\n"
+    probe = head[: head.rfind(b"\n") + 1] if len(head) < size else head
+    if not probe[len(source.header) :].strip():
+        raise DataError("has no ratings", source.path)
+
+    local_out = not is_remote(out)
+    if local_out:
+        out = Path(out).absolute()
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"output folder {out} is a file, not a folder")
+        prefix = f".{out.name}.tmp-"
+        clean_stale(out.parent, prefix)
+        tmp = make_temp_dir(out.parent, prefix)
+        stage = str(tmp)
+    else:
+        stage = f"{str(out).rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    side_dir = Path(tempfile.mkdtemp(prefix="bst-beam-side-"))
+    try:
+        users, movies, report, profile, rule, inputs = _side(fmt, folder, side_dir)
+        try:  # a bad header or first lines fail here, before the pipeline starts
+            source.parse(probe[len(source.header) :])
+        except DataError as err:
+            line = err.line + (1 if source.header else 0) if err.line else None
+            raise DataError(err.reason, source.path, line) from None
+        movie_ids = np.unique(movies["movie_id"].to_numpy())
+        user_ids = frozenset(users["user_id"].tolist()) if users is not None else None
+        if users is not None:
+            profiles = in_memory._profiles(ml.MovieLens(pd.DataFrame(), users, movies, report))
+        else:  # an id-only users table (as the in-memory reader makes): every profile unknown
+            empty = records.profile_token_rows({c: [""] for c in profile}, profile, rule)[0]
+            profiles = {"": dict(zip(profile, empty, strict=True))}
+        small = FileSystems.join(stage, "_beam")
+        log.info(
+            "preparing %s (%.0f MiB) on Beam (%s) into %s",
+            source.path,
+            size / 2**20,
+            options.get_all_options()["runner"] or "DirectRunner",
+            out,
+        )
+        with beam.Pipeline(options=options) as p:
+            parsed = (
+                p
+                | "ranges" >> beam.Create(_ranges(size, len(source.header)))
+                | "reshuffle ranges" >> beam.Reshuffle()
+                | "read"
+                >> beam.FlatMap(_tagged(read_range), source).with_outputs("events", "error")
+            )
+            users_out = (
+                parsed.events
+                | "by user" >> beam.GroupByKey()
+                | "assemble"
+                >> beam.FlatMap(_tagged(assemble), movie_ids, user_ids).with_outputs(
+                    "stats", "rating_values", "movies", "train_users", "sequence", "user",
+                )
+            )  # fmt: skip
+            scale = (
+                users_out.rating_values
+                | "distinct ratings" >> beam.FlatMap(lambda v: v.tolist())
+                | "rating set" >> beam.Distinct()
+                | "scale" >> beam.combiners.ToList()
+                | "rating scale" >> beam.Map(_scale_or_error)
+            )
+            written = users_out.sequence | "records" >> beam.FlatMap(
+                _tagged(write_user),
+                beam.pvalue.AsSingleton(scale | "levels" >> beam.Map(lambda s: s[0] or [])),
+                profiles,
+            ).with_outputs(*SPLITS, SEQUENCES_FILE)
+            for split in SPLITS:
+                _ = getattr(written, split) | f"write {split}" >> beam.io.WriteToTFRecord(
+                    FileSystems.join(stage, TFRECORDS_DIR, split),
+                    file_name_suffix=".tfrecord",
+                    num_shards=num_shards,
+                    shard_name_template="-SSSSS-of-NNNNN",
+                )
+            _ = getattr(written, SEQUENCES_FILE) | "write sequences" >> beam.io.WriteToText(
+                FileSystems.join(stage, SEQUENCES_FILE),
+                num_shards=1,
+                shard_name_template="",
+                header=sequence_header(),
+                append_trailing_newlines=False,
+            )
+            collected = {
+                "stats": users_out.stats
+                | "stats" >> beam.CombineGlobally(_Stats.merge).without_defaults(),
+                "errors": parsed.error | "errors" >> beam.combiners.ToList(),
+                "scale": scale,
+                "movies": users_out.movies
+                | "tally movies" >> beam.CombineGlobally(_movie_tally()).without_defaults(),
+                "train_users": users_out.train_users | "train users" >> beam.combiners.ToList(),
+                "users": users_out.user | "users" >> beam.combiners.ToList(),
+            }
+            for name, pcoll in collected.items():
+                _ = (
+                    pcoll
+                    | f"{name} json" >> beam.Map(json.dumps)
+                    | f"write {name}"
+                    >> beam.io.WriteToText(
+                        FileSystems.join(small, name), num_shards=1, shard_name_template=""
+                    )
+                )
+        got = {name: _read_json(FileSystems.join(small, name)) for name in collected}
+        FileSystems.delete([small])
+        if got["errors"]:
+            offset, reason = min(got["errors"])
+            raise DataError(reason, source.path, _line_number(source.path, offset))
+        scale_or_error = got["scale"] or [[], None]
+        if scale_or_error[1]:
+            raise DataError(scale_or_error[1], source.path)
+        stats = got["stats"] or _Stats.merge([])
+        if not stats["ratings"]:
+            raise DataError("no ratings left after the checks", source.path)
+        if users is None:  # ml-csv: every user of the ratings file, no profile
+            users = ml.id_only_users(np.unique(np.asarray(got["users"])))
+            report = mlcsv.begin_report(side_dir, movies, len(users))
+        for key in ("ratings_read", "duplicate_pairs", "unknown_user_ratings", "ratings"):
+            setattr(report, key, stats[key])
+        report.unknown_movie_ratings = stats["unknown_movie_ratings"]
+        ml.note_reconciled(
+            report,
+            source.name,
+            ("users.dat", "movies.dat") if fmt == "ml1m" else ("", mlcsv.MOVIES),
+        )
+        if stats["users_train_only"]:
+            log.warning(
+                "%d users have fewer than 3 interactions: kept in train only, not evaluated",
+                stats["users_train_only"],
+            )
+        tally = got["movies"] or {"train_counts": [], "movies": 0, "eval_movies": []}
+        pairs = tally["train_counts"]
+        counts = pd.Series(
+            [c for _, c in pairs], index=pd.Index([m for m, _ in pairs]), dtype=np.int64
+        )
+        vocabs = vocabularies_from_counts(
+            counts, np.asarray(got["train_users"]), movies, users, profile, rule
+        )
+        local_stage = Path(stage) if local_out else Path(tempfile.mkdtemp(prefix="bst-beam-out-"))
+        write_vocabularies(local_stage / VOCAB_DIR, vocabs)
+        in_memory.write_side_tables(local_stage, movies, users)
+        for split in SPLITS:  # a split without records still has its (empty) shards
+            for k in range(num_shards):
+                shard = FileSystems.join(
+                    stage, TFRECORDS_DIR, records.shard_name(split, k, num_shards)
+                )
+                if not FileSystems.exists(shard):
+                    FileSystems.create(shard).close()
+        oov = len(set(map(str, tally["eval_movies"])) - set(vocabs[F.MOVIE_ID]))
+        out_stats = {
+            "splits": {
+                TRAIN: {"events": stats["train"], "examples": stats["users"]},
+                VALIDATION: {"events": stats["validation"], "examples": stats["validation"]},
+                TEST: {"events": stats["test"], "examples": stats["test"]},
+                "users": stats["users"],
+                "users_train_only": stats["users_train_only"],
+                "eval_movies_not_in_train_vocab": oov,
+            },
+            "vocab_sizes": {name: len(tokens) for name, tokens in vocabs.items()},
+            "max_sequence_length": stats["max_sequence_length"],
+            "rating_scale": [float(v) for v in scale_or_error[0]] if stats["known_ratings"] else [],
+        }
+        in_memory.note_genres_cut(movies, out_stats)
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "counts": {
+                "ratings": stats["ratings"],
+                "users": stats["users"],
+                "movies": int(tally["movies"]),
+                "movies_in_table": int(len(movies)),
+                "users_in_table": int(len(users)),
+            },
+            "read_report": report.to_dict(),
+            "provides": in_memory._log_provided(
+                fmt,
+                in_memory.features_provided(
+                    bool(stats["known_ratings"]),
+                    bool(stats["known_timestamps"]),
+                    movies,
+                    users,
+                    profile,
+                ),
+            ),
+            "profile": {"features": list(profile), "rule": rule},
+            **out_stats,
+            "config": {
+                "format": fmt,
+                "dataset": dataset,
+                "num_shards": num_shards,
+                "enriched": False,
+                "cold_fraction": 0.0,
+                "runner": "beam",
+            },
+            "inputs": {name: in_memory.sha256(path) for name, path in sorted(inputs.items())},
+        }
+        manifest["inputs"][source.name] = _sha256(source.path)
+        manifest["inputs"] = dict(sorted(manifest["inputs"].items()))
+        if local_out:
+            in_memory.write_manifest(tmp, manifest)
+            in_memory._replace_dir(tmp, out)
+        else:
+            _publish_remote(local_stage, stage, str(out), manifest)
+    finally:
+        import shutil
+
+        shutil.rmtree(side_dir, ignore_errors=True)
+        if local_out:
+            remove_temp_dir(tmp)
+    log.info(
+        "prepared %d ratings of %d users into %s on Beam in %.1f s",
+        manifest["counts"]["ratings"],
+        manifest["counts"]["users"],
+        out,
+        time.perf_counter() - started,
+    )
+    return manifest
+
+
+def _scale_or_error(values: list[float]) -> list:
+    """The rating scale of the distinct known ratings, or the error (as text)."""
+    from bst.data.prepare import rating_scale
+
+    try:
+        return [[float(v) for v in rating_scale(np.unique(np.asarray(values, np.float64)))], None]
+    except DataError as err:
+        return [[], err.reason]
+
+
+def _read_json(path: str):
+    """One JSON value written by the pipeline (None when the collection was empty)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path, mime_type="text/plain") as f:
+        text = f.read().decode("utf-8").strip()
+    return json.loads(text) if text else None
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    from apache_beam.io.filesystems import FileSystems
+
+    digest = hashlib.sha256()
+    with FileSystems.open(path, mime_type="application/octet-stream") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _publish_remote(local: Path, stage: str, out: str, manifest: dict) -> None:
+    """A remote output: the driver's files copied up, the staged files moved into
+    ``out`` and the manifest written last."""
+    from apache_beam.io.filesystems import FileSystems
+
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            with FileSystems.create(
+                FileSystems.join(stage, path.relative_to(local).as_posix())
+            ) as f:
+                f.write(path.read_bytes())
+    staged = [m.path for m in FileSystems.match([FileSystems.join(stage, "**")])[0].metadata_list]
+    manifest["outputs"] = {p[len(stage) + 1 :]: _sha256(p) for p in sorted(staged)}
+    if FileSystems.exists(out):
+        FileSystems.delete([out])
+    FileSystems.rename(staged, [FileSystems.join(out, p[len(stage) + 1 :]) for p in staged])
+    with FileSystems.create(FileSystems.join(out, MANIFEST)) as f:
+        f.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+
+def pipeline_options(args: Sequence[str]):
+    """Beam's options from ``args``, refusing any it does not know (Beam would only log
+    and drop them)."""
+    require_beam()
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    args = list(args)
+    options = PipelineOptions(args)
+    handler = _Captured()
+    logger = logging.getLogger("apache_beam.options.pipeline_options")
+    logger.addHandler(handler)
+    try:
+        options.get_all_options()
+    finally:
+        logger.removeHandler(handler)
+    if handler.unknown:
+        raise UsageError(f"Beam pipeline options not known to Beam: {' '.join(handler.unknown)}")
+    return options
+
+
+class _Captured(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.unknown: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "unparseable args" in str(record.msg).lower():
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            for value in args:
+                self.unknown.extend(map(str, value) if isinstance(value, list) else [str(value)])
