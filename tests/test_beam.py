@@ -78,13 +78,13 @@ def test_beam_prepares_ml1m_as_in_memory(ml1m, tmp_path):
     old = beam.RANGE_BYTES, beam.PIECE_BYTES
     beam.RANGE_BYTES, beam.PIECE_BYTES = 4096, 1024  # many ranges and pieces on tiny data
     try:
-        manifest = beam.prepare(ml1m, tmp_path / "beam", num_shards=2)
+        manifest = beam.prepare(ml1m, tmp_path / "new" / "beam", num_shards=2)
     finally:
         beam.RANGE_BYTES, beam.PIECE_BYTES = old
     report = manifest["read_report"]
     assert report["unknown_movie_ratings"] == 1 and report["unknown_user_ratings"] == 1
     assert report["duplicate_pairs"] >= 1
-    _same_contents(memory, tmp_path / "beam")
+    _same_contents(memory, tmp_path / "new" / "beam")  # its parent made, as in memory
 
 
 @pytest.mark.slow

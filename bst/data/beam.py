@@ -56,7 +56,7 @@ from bst.data.prepared import (
     sequence_row,
 )
 from bst.data.split import SPLITS, TEST, TRAIN, VALIDATION, split_sizes
-from bst.errors import DataError, UsageError
+from bst.errors import DataError, UsageError, writable_dir
 
 log = logging.getLogger("bst.prepare")
 
@@ -437,6 +437,8 @@ def prepare(
         raise UsageError(f"num_shards must be >= 1, got {num_shards}")
     options = pipeline_options(beam_args)
     started = time.perf_counter()
+    if not is_remote(out):
+        writable_dir(Path(out).absolute().parent, "output folder's parent")  # before the read
     fmt, folder = _resolve(str(data_dir), fmt, dataset)
     source = Source(fmt, FileSystems.join(folder, Source(fmt, "").name))
     if not FileSystems.exists(source.path):
