@@ -230,7 +230,6 @@ def checked_data(cfg: config_lib.Config) -> config_lib.Config:
                 ("--enriched", d.enriched),
                 ("--cold-fraction", d.cold_fraction),
                 ("--side-data-dir", d.side_data_dir),
-                ("data.synthetic", d.synthetic),
             )
             if value
         ]

@@ -168,3 +168,15 @@ def test_beam_refuses_formats_it_does_not_read(tmp_path):
     (sasrec / "ml-1m.txt").write_text("1 1\n1 2\n1 3\n")
     with pytest.raises(UsageError, match="formats ml1m, ml-csv.*--runner in-memory"):
         beam.prepare(sasrec, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_bst_train_prepares_with_the_runner_it_is_given(tmp_path):
+    _beam()
+    from bst import config
+    from bst.data.prepare import ensure_prepared
+
+    cfg = config.replace(config.tiny(), {"data.runner": "beam"})
+    cfg = ensure_prepared(cfg, tmp_path / "run")
+    manifest = json.loads((Path(cfg.data.prepared_dir) / "manifest.json").read_text())
+    assert manifest["config"]["runner"] == "beam" and manifest["counts"]["ratings"] > 0
