@@ -106,8 +106,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if data.runner == "beam":
             from bst.data import beam
 
+            beam_args = list(args.beam_args)
+            if not args.verbose and not any("sdk_harness_log_level" in a for a in beam_args):
+                beam_args.append("--default_sdk_harness_log_level=WARNING")  # workers' chatter
             manifest = beam.prepare(
-                data_dir, args.out, data.format, data.num_shards, data.dataset, args.beam_args
+                data_dir, args.out, data.format, data.num_shards, data.dataset, beam_args
             )
             return _said(manifest, args.out)
         enriched = data.enriched or None
