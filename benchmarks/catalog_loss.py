@@ -38,40 +38,12 @@ def one(movies: int, mode: str, steps: int, seed: int = 0) -> dict:
 
     import bst  # noqa: F401  (Keras 2 before TensorFlow)
     from bst import config
-    from bst import features as F
-    from bst.task import (
-        SharedNegatives,
-        catalog_cross_entropy,
-        chunked_catalog_cross_entropy,
-        first_positions,
-        logits_bytes_per_entry,
-        loss_chunk,
-        sampled_cross_entropy,
-        seen_mask,
-        seen_rows,
-    )
-
-    import tensorflow as tf  # isort: skip
-
-    rng = np.random.default_rng(seed)
-    batch, length, dim = 128, 200, 64
-    lengths = np.minimum(rng.integers(20, 400, batch), length)  # ML-1M-like windows
-    ids = np.zeros((batch, length), np.int32)
-    for b, n in enumerate(lengths):
-        ids[b, length - n :] = rng.integers(F.NUM_RESERVED, movies + F.NUM_RESERVED, n)
-    target = np.zeros_like(ids)
-    target[:, :-1] = ids[:, 1:]
-    target[:, -1] = rng.integers(F.NUM_RESERVED, movies + F.NUM_RESERVED, batch)
-    target[ids == 0] = 0
-    ids_t, target_t = tf.constant(ids), tf.constant(target)
-    valid = target_t >= F.NUM_RESERVED
-    tokens = int(tf.reduce_sum(tf.cast(valid, tf.int32)))
-    query = tf.Variable(rng.normal(size=(tokens, dim)).astype(np.float32) * 0.3)
-    items = tf.Variable(rng.normal(size=(movies, dim)).astype(np.float32) * 0.3)
-    labels = tf.boolean_mask(target_t, valid) - F.NUM_RESERVED
     from bst.devices import cpu_has_fast_bf16
+    from bst.task import logits_bytes_per_entry, loss_chunk, loss_step
 
-    # bfloat16 logits where bst.train uses them: not under ONEDNN_MAX_CPU_ISA=AVX2
+    batch = 128
+    # ML-1M's shapes (windows of up to 200 events, dim 64); bfloat16 logits where
+    # bst.train uses them: not under ONEDNN_MAX_CPU_ISA=AVX2
     cfg = config.replace(
         config.ml1m(), {"train.batch_size": batch, "train.bf16_logits": cpu_has_fast_bf16()}
     )
@@ -83,35 +55,10 @@ def one(movies: int, mode: str, steps: int, seed: int = 0) -> dict:
         if mode == "chunks"
         else None
     )
-    bf16 = tf.bfloat16 if cfg.train.bf16_logits else None
-    negatives = SharedNegatives((np.arange(movies) + 20.0) ** -1.1 * 1e7, cfg.model.num_negatives)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            if mode == "sampled":
-                drawn = negatives()
-                first = tf.gather(first_positions(ids_t, movies), drawn, axis=1)
-                token = tf.where(valid)
-                row, pos = tf.cast(token[:, 0], tf.int32), tf.cast(token[:, 1], tf.int32)
-                mask = tf.gather(first, row) <= pos[:, tf.newaxis]
-                loss = sampled_cross_entropy(
-                    query, items, labels, drawn, negatives.log_q, mask, bf16
-                )
-            elif chunk is None:
-                mask = seen_mask(ids_t, target_t, valid, movies)
-                loss = catalog_cross_entropy(query, items, labels, mask, bf16)
-            else:
-                first = first_positions(ids_t, movies)
-                token = tf.where(valid)
-                row, pos = tf.cast(token[:, 0], tf.int32), tf.cast(token[:, 1], tf.int32)
-
-                def rows(a, z):
-                    return seen_rows(first, row[a:z], pos[a:z], labels[a:z])
-
-                loss = chunked_catalog_cross_entropy(query, items, labels, chunk, rows, bf16)
-            loss = tf.reduce_mean(loss)
-        return loss, tape.gradient(loss, [query, items])
+    popularity = (np.arange(movies) + 20.0) ** -1.1 * 1e7  # Zipf-like, as generated data
+    step, tokens, negatives = loss_step(
+        cfg, movies, "sampled" if mode == "sampled" else "softmax", chunk, popularity, seed
+    )
 
     step()  # trace and warm up
     started = time.perf_counter()

@@ -408,12 +408,23 @@ def choose_loss(
     return "softmax", "model.loss=auto: a full batch's logits fit train.logits_mib"
 
 
-def time_loss_step(cfg: Config, catalog: int, kind: str, steps: int = 3, seed: int = 0) -> float:
-    """Seconds of one step (forward and backward, seen mask) of the full (``softmax``)
-    or ``sampled`` loss over ``catalog`` movies on a batch shaped like ``cfg``'s
+def loss_step(
+    cfg: Config,
+    catalog: int,
+    kind: str,
+    chunk: int | None = None,
+    popularity: np.ndarray | None = None,
+    seed: int = 0,
+):
+    """A traced step (forward and backward, seen mask) of the full softmax (``kind``
+    ``softmax``: in one pass, or in chunks of ``chunk`` tokens) or the ``sampled`` loss
+    over ``catalog`` movies, on a random batch shaped like ``cfg``'s
     (``train.batch_size`` windows of random lengths up to ``model.max_len``, random
-    movies, ``model.dim``; bfloat16 logits as ``train.bf16_logits`` says): the fastest
-    of ``steps`` after a traced warm-up. What ``model.loss=auto`` measures."""
+    movies, ``model.dim``; bfloat16 logits as ``train.bf16_logits`` says).
+
+    Returns ``(step, tokens, negatives)``: ``step()`` gives ``(loss, gradients)``;
+    ``negatives`` draws by ``popularity`` (default: random counts).
+    """
     rng = np.random.default_rng(seed)
     batch = cfg.train.batch_size if cfg.train.batch_size > 0 else 128
     length, dim = cfg.model.max_len, cfg.model.dim
@@ -432,31 +443,48 @@ def time_loss_step(cfg: Config, catalog: int, kind: str, steps: int = 3, seed: i
     items = tf.Variable(rng.normal(size=(catalog, dim)).astype(np.float32) * 0.3)
     labels = tf.boolean_mask(target_t, valid) - F.NUM_RESERVED
     dtype = tf.bfloat16 if cfg.train.bf16_logits else None
-    negatives = SharedNegatives(rng.random(catalog) * 100 + 1, cfg.model.num_negatives)
+    if popularity is None:
+        popularity = rng.random(catalog) * 100 + 1
+    negatives = SharedNegatives(popularity, cfg.model.num_negatives)
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
+            token = tf.where(valid)
+            row, pos = tf.cast(token[:, 0], tf.int32), tf.cast(token[:, 1], tf.int32)
             if kind == "sampled":
                 drawn = negatives()
                 first = tf.gather(first_positions(ids_t, catalog), drawn, axis=1)
-                token = tf.where(valid)
-                row, pos = tf.cast(token[:, 0], tf.int32), tf.cast(token[:, 1], tf.int32)
                 mask = tf.gather(first, row) <= pos[:, tf.newaxis]
                 loss = sampled_cross_entropy(
                     query, items, labels, drawn, negatives.log_q, mask, dtype
                 )
-            else:
+            elif chunk is None:
                 mask = seen_mask(ids_t, target_t, valid, catalog)
                 loss = catalog_cross_entropy(query, items, labels, mask, dtype)
-            loss = tf.reduce_mean(loss)
-        return tape.gradient(loss, [query, items])
+            else:
+                first = first_positions(ids_t, catalog)
 
+                def rows(a, z):
+                    return seen_rows(first, row[a:z], pos[a:z], labels[a:z])
+
+                loss = chunked_catalog_cross_entropy(query, items, labels, chunk, rows, dtype)
+            loss = tf.reduce_mean(loss)
+        return loss, tape.gradient(loss, [query, items])
+
+    return step, tokens, negatives
+
+
+def time_loss_step(cfg: Config, catalog: int, kind: str, steps: int = 3, seed: int = 0) -> float:
+    """Seconds of one step of the full (``softmax``, one pass) or ``sampled`` loss over
+    ``catalog`` movies (:func:`loss_step`): the fastest of ``steps`` after a traced
+    warm-up. What ``model.loss=auto`` measures."""
+    step, _, _ = loss_step(cfg, catalog, kind, seed=seed)
     step()  # trace and warm up
     best = float("inf")
     for _ in range(max(steps, 1)):
         started = time.perf_counter()
-        grads = step()
+        _, grads = step()
         float(tf.reduce_sum(grads[0]))  # wait for the step
         best = min(best, time.perf_counter() - started)
     return best
