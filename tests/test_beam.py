@@ -180,3 +180,94 @@ def test_bst_train_prepares_with_the_runner_it_is_given(tmp_path):
     cfg = ensure_prepared(cfg, tmp_path / "run")
     manifest = json.loads((Path(cfg.data.prepared_dir) / "manifest.json").read_text())
     assert manifest["config"]["runner"] == "beam" and manifest["counts"]["ratings"] > 0
+
+
+def _remote_filesystem(root: Path):
+    """A Beam filesystem of scheme ``bsttest://`` kept in ``root``: what a bucket is to
+    the pipeline (paths with a scheme, no local folders), without a cloud."""
+    from apache_beam.io.filesystem import FileMetadata
+    from apache_beam.io.localfilesystem import LocalFileSystem
+
+    prefix = "bsttest://"
+
+    def local(path: str) -> str:
+        return str(root / path[len(prefix) :]) if path.startswith(prefix) else path
+
+    def remote(path: str) -> str:
+        return prefix + str(Path(path).relative_to(root))
+
+    class Remote(LocalFileSystem):
+        @classmethod
+        def scheme(cls):
+            return "bsttest"
+
+        def join(self, basepath, *paths):
+            return "/".join([basepath.rstrip("/"), *(p.strip("/") for p in paths)])
+
+        def split(self, path):
+            head, _, tail = path.rstrip("/").rpartition("/")
+            return head, tail
+
+        def mkdirs(self, path):
+            return super().mkdirs(local(path))
+
+        def _list(self, dir_or_prefix):
+            for m in super()._list(local(dir_or_prefix)):
+                yield FileMetadata(remote(m.path), m.size_in_bytes, m.last_updated_in_seconds)
+
+        def create(self, path, *args, **kwargs):
+            return super().create(local(path), *args, **kwargs)
+
+        def open(self, path, *args, **kwargs):
+            return super().open(local(path), *args, **kwargs)
+
+        def copy(self, sources, destinations):
+            return super().copy([local(p) for p in sources], [local(p) for p in destinations])
+
+        def rename(self, sources, destinations):
+            return super().rename([local(p) for p in sources], [local(p) for p in destinations])
+
+        def exists(self, path):
+            return super().exists(local(path))
+
+        def size(self, path):
+            return super().size(local(path))
+
+        def last_updated(self, path):
+            return super().last_updated(local(path))
+
+        def checksum(self, path):
+            return super().checksum(local(path))
+
+        def metadata(self, path):
+            m = super().metadata(local(path))
+            return FileMetadata(path, m.size_in_bytes, m.last_updated_in_seconds)
+
+        def delete(self, paths):
+            return super().delete([local(p) for p in paths])
+
+    return Remote
+
+
+@pytest.mark.slow
+def test_beam_reads_and_writes_through_beam_filesystems(ml1m, tmp_path):
+    """--data-dir and --out with a scheme (as gs:// or s3://): read, written and
+    published through Beam's filesystems, the same contents as in memory."""
+    _beam()
+    from bst.data import beam
+
+    bucket = tmp_path / "bucket"
+    (bucket / "raw").mkdir(parents=True)
+    for name in ("ratings.dat", "users.dat", "movies.dat"):
+        (bucket / "raw" / name).write_bytes((ml1m / name).read_bytes())
+    remote_fs = _remote_filesystem(bucket)
+    try:
+        with pytest.raises(UsageError, match="needs --format"):
+            beam.prepare("bsttest://raw", "bsttest://prepared")
+        beam.prepare("bsttest://raw", "bsttest://prepared", fmt="ml1m", num_shards=2)
+        beam.prepare("bsttest://raw", "bsttest://prepared", fmt="ml1m", num_shards=2)  # again
+    finally:
+        remote_fs.scheme = classmethod(lambda cls: "bsttest-retired")  # unregister it
+    prepare(ml1m, tmp_path / "memory", num_shards=2)
+    _same_contents(tmp_path / "memory", bucket / "prepared")
+    assert not list(bucket.glob("prepared.tmp-*"))  # the staging folder is gone

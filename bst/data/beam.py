@@ -710,7 +710,17 @@ def _publish_remote(local: Path, stage: str, out: str, manifest: dict) -> None:
     manifest["outputs"] = {p[len(stage) + 1 :]: _sha256(p) for p in sorted(staged)}
     if FileSystems.exists(out):
         FileSystems.delete([out])
-    FileSystems.rename(staged, [FileSystems.join(out, p[len(stage) + 1 :]) for p in staged])
+    targets = [FileSystems.join(out, p[len(stage) + 1 :]) for p in staged]
+    for folder in sorted({FileSystems.split(t)[0] for t in targets}):
+        try:  # folders where the filesystem has them (HDFS); a no-op on object stores
+            FileSystems.mkdirs(folder)
+        except OSError:  # BeamIOError: it exists already
+            pass
+    FileSystems.rename(staged, targets)
+    try:
+        FileSystems.delete([stage])  # empty folders left (an object store has none)
+    except OSError:
+        pass
     with FileSystems.create(FileSystems.join(out, MANIFEST)) as f:
         f.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
 
