@@ -227,8 +227,9 @@ class TrainConfig:
             (the same value and gradient, the softmax computed twice); ``bst.train``
             logs which. 0 = no bound (one pass, and ``auto`` is ``softmax``).
         val_users: with more validation users than this, each epoch's validation (and
-            early stopping) ranks a fixed random sample of this many (``train.seed``;
-            logged); the final test ranks every user. 0 = every user.
+            early stopping) ranks a fixed random sample of this many (by a hash of the
+            user ids with ``train.seed``: the same users whichever runner prepared the
+            folder; logged); the final test ranks every user. 0 = every user.
         jit_compile: XLA-compile the training step: ``auto`` (on GPU/TPU only: on a CPU it
             is slower, docs/results.md), ``true`` or ``false``.
     """

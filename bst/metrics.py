@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -188,10 +189,17 @@ class EvalData:
 
     def sample(self, users: int, seed: int) -> EvalData:
         """A fixed random ``users`` of these users (all of them when there are no more),
-        in their order here: the same ``seed`` gives the same users."""
+        in their order here: the same ``seed`` gives the same users, whatever their
+        order (the users of the smallest seeded hashes of their ids; a folder prepared
+        on Beam lists them in another order)."""
         if users <= 0 or users >= self.num_users:
             return self
-        rows = np.sort(np.random.default_rng(seed).choice(self.num_users, users, replace=False))
+        keys = np.fromiter(
+            (zlib.crc32(f"{seed}:{u}".encode()) for u in self.user_ids.tolist()),
+            dtype=np.int64,
+            count=self.num_users,
+        )
+        rows = np.sort(np.argsort(keys, kind="stable")[:users])
         return EvalData.from_histories(
             [self.histories[r] for r in rows],
             self.targets[rows],

@@ -121,7 +121,7 @@ def test_validation_ranks_a_fixed_sample_of_users_when_there_are_many(tiny_cfg, 
     sample (by train.seed), its inputs aligned to it; 0 or more than there are: all."""
     from bst.callbacks import RankingCallback
     from bst.data.prepared import Prepared
-    from bst.metrics import load_eval_data
+    from bst.metrics import EvalData, load_eval_data
     from bst.model import Tables, build_model
     from bst.scoring import rank_metrics
     from tests.conftest import brute_force_metrics
@@ -137,6 +137,14 @@ def test_validation_ranks_a_fixed_sample_of_users_when_there_are_many(tiny_cfg, 
     assert list(again.user_ids) == list(data.user_ids)  # fixed: the same users each time
     other_seed = RankingCallback(config.replace(cfg, {"train.seed": 7}), None).data
     assert list(other_seed.user_ids) != list(data.user_ids)
+    backwards = np.arange(every.num_users)[::-1]  # the users listed in another order
+    shuffled = EvalData.from_histories(
+        [every.histories[r] for r in backwards],
+        every.targets[backwards],
+        every.num_items,
+        every.user_ids[backwards],
+    )
+    assert set(shuffled.sample(10, cfg.train.seed).user_ids) == set(data.user_ids)
     for users in (0, every.num_users, every.num_users + 5):
         whole = RankingCallback(config.replace(cfg, {"train.val_users": users}), None)
         assert whole.data.num_users == every.num_users
