@@ -39,7 +39,8 @@ def one(movies: int, mode: str, steps: int, seed: int = 0) -> dict:
     import bst  # noqa: F401  (Keras 2 before TensorFlow)
     from bst import config
     from bst.devices import cpu_has_fast_bf16
-    from bst.task import logits_bytes_per_entry, loss_chunk, loss_step
+    from bst.loss_choice import loss_step
+    from bst.task import logits_bytes_per_entry, loss_chunk
 
     batch = 128
     # ML-1M's shapes (windows of up to 200 events, dim 64); bfloat16 logits where

@@ -129,7 +129,7 @@ class ModelConfig:
         loss: ``auto`` (the default): ``softmax`` while a full batch's logits fit
             ``train.logits_mib``, ``sampled`` past it, and on a CPU whose full-softmax
             step measures 1.25x the sampled one's or more (slow matrix products;
-            :func:`bst.task.choose_loss`); ``bst.train`` logs which and why, and the saved
+            :func:`bst.loss_choice.choose_loss`); ``bst.train`` logs which and why, and the saved
             config holds it; ``softmax``: cross-entropy over the full
             catalog (over chunks of tokens past ``train.logits_mib``: the same loss);
             ``sampled``: a sampled softmax (``model.negatives``, log-Q corrected).

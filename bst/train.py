@@ -75,6 +75,7 @@ from bst.devices import (
 )
 from bst.errors import UsageError, cli_errors, writable_dir
 from bst.export import export
+from bst.loss_choice import choose_loss, time_loss_step
 from bst.metrics import (
     KS,
     MODEL_NAME,
@@ -96,7 +97,7 @@ from bst.optim import (
 )
 from bst.pipeline import make_dataset
 from bst.scoring import rank_metrics
-from bst.task import BSTTrainer, choose_loss, logits_bytes_per_entry, loss_chunk, time_loss_step
+from bst.task import BSTTrainer, logits_bytes_per_entry, loss_chunk
 
 import tensorflow as tf  # isort: skip
 
@@ -218,11 +219,11 @@ def check_backup(requested: str, backup: Path) -> None:
 
 def resolve_loss(cfg: Config, prepared: Prepared, device: str, alone: bool = True) -> Config:
     """``cfg`` with ``model.loss=auto`` made concrete for ``prepared``'s catalog
-    (:func:`bst.task.choose_loss`, logged with the reason); any other value unchanged.
+    (:func:`bst.loss_choice.choose_loss`, logged with the reason); any other value unchanged.
     On a CPU (``device``) training ``alone`` (one replica, one worker: every process
     must choose alike), where the full softmax's logits fit and the catalog is larger
     than the sampled loss's draw, one step of each loss is timed first
-    (:func:`bst.task.time_loss_step`, a few seconds): the choice is this machine's."""
+    (:func:`bst.loss_choice.time_loss_step`, a few seconds): the choice is this machine's."""
     if cfg.model.loss != "auto":
         return cfg
     catalog = prepared.num_trained_items - F.NUM_RESERVED

@@ -71,16 +71,16 @@ def ml1m(tmp_path_factory):
 @pytest.mark.slow
 def test_beam_prepares_ml1m_as_in_memory(ml1m, tmp_path):
     _beam()
-    from bst.data import beam
+    from bst.data import beam, beam_steps
 
     memory = tmp_path / "memory"
     prepare(ml1m, memory, num_shards=2)
-    old = beam.RANGE_BYTES, beam.PIECE_BYTES
-    beam.RANGE_BYTES, beam.PIECE_BYTES = 4096, 1024  # many ranges and pieces on tiny data
+    old = beam.RANGE_BYTES, beam_steps.PIECE_BYTES
+    beam.RANGE_BYTES, beam_steps.PIECE_BYTES = 4096, 1024  # many ranges and pieces on tiny data
     try:
         manifest = beam.prepare(ml1m, tmp_path / "new" / "beam", num_shards=2)
     finally:
-        beam.RANGE_BYTES, beam.PIECE_BYTES = old
+        beam.RANGE_BYTES, beam_steps.PIECE_BYTES = old
     report = manifest["read_report"]
     assert report["unknown_movie_ratings"] == 1 and report["unknown_user_ratings"] == 1
     assert report["duplicate_pairs"] >= 1
@@ -90,18 +90,18 @@ def test_beam_prepares_ml1m_as_in_memory(ml1m, tmp_path):
 @pytest.mark.slow
 def test_beam_prepares_the_csv_releases_as_in_memory(tmp_path):
     _beam()
-    from bst.data import beam
+    from bst.data import beam, beam_steps
 
     raw = tmp_path / "raw"
     synthetic_scale.generate_at_scale(raw, users=50, movies=80, ratings=1500, seed=2)
     (raw / "links.csv").write_text("movieId,imdbId,tmdbId\n")  # noted as not used
     prepare(raw, tmp_path / "memory", num_shards=3)
-    old = beam.RANGE_BYTES, beam.PIECE_BYTES
-    beam.RANGE_BYTES, beam.PIECE_BYTES = 8192, 2048
+    old = beam.RANGE_BYTES, beam_steps.PIECE_BYTES
+    beam.RANGE_BYTES, beam_steps.PIECE_BYTES = 8192, 2048
     try:
         beam.prepare(raw, tmp_path / "beam", num_shards=3)
     finally:
-        beam.RANGE_BYTES, beam.PIECE_BYTES = old
+        beam.RANGE_BYTES, beam_steps.PIECE_BYTES = old
     _same_contents(tmp_path / "memory", tmp_path / "beam")
 
 

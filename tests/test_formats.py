@@ -15,7 +15,8 @@ import pytest
 from bst.data import download as dl
 from bst.data import formats
 from bst.data.interactions import Columns
-from bst.data.prepare import prepare, rating_levels
+from bst.data.prepare import prepare
+from bst.data.ratings import rating_levels
 from bst.errors import DataError, UsageError
 from pipelines import prepare as prepare_cli
 from tests.conftest import write_dat

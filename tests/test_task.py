@@ -503,7 +503,7 @@ def test_sampled_cross_entropy_by_hand():
 
 
 def test_auto_loss_is_the_full_softmax_where_logits_fit_and_sampled_past_them():
-    from bst.task import choose_loss
+    from bst.loss_choice import choose_loss
 
     cfg = config.replace(config.ml1m(), {"train.batch_size": 128})
     assert cfg.model.loss == "auto"
@@ -521,7 +521,7 @@ def test_auto_loss_is_the_full_softmax_where_logits_fit_and_sampled_past_them():
 
 
 def test_time_loss_step_times_both_losses():
-    from bst.task import time_loss_step
+    from bst.loss_choice import time_loss_step
 
     cfg = config.replace(
         config.ml1m(),

@@ -14,7 +14,7 @@ memory. It reuses the library's rules rather than copying them:
   dropped, duplicates counted, as :func:`bst.data.movielens.reconcile` does;
 * each user's events are ordered by time, ties in file order (the byte offset of the
   line), and split by :func:`bst.data.split.split_sizes`; ratings become levels on
-  :func:`bst.data.prepare.rating_scale`; records are :func:`bst.data.records.serialize`;
+  :func:`bst.data.ratings.rating_scale`; records are :func:`bst.data.records.serialize`;
   the vocabularies are :func:`bst.vocab.vocabularies_from_counts` of counts the pipeline
   computes.
 
@@ -37,13 +37,14 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bst import features as F
+from bst.data import beam_steps as steps
 from bst.data import formats, mlcsv
 from bst.data import movielens as ml
 from bst.data.prepared import (
@@ -53,17 +54,16 @@ from bst.data.prepared import (
     TFRECORDS_DIR,
     VOCAB_DIR,
     sequence_header,
-    sequence_row,
 )
-from bst.data.split import SPLITS, TEST, TRAIN, VALIDATION, split_sizes
+from bst.data.split import SPLITS, TEST, TRAIN, VALIDATION
 from bst.errors import DataError, UsageError, writable_dir
 
 log = logging.getLogger("bst.prepare")
 
 BEAM_FORMATS = ("ml1m", "ml-csv")
 EXTRA = "pip install -e '.[beam]'"
-RANGE_BYTES = 16 << 20  # the ratings file is read in ranges of this many bytes...
-PIECE_BYTES = 4 << 20  # ...each parsed by the in-memory reader in pieces of this size
+RANGE_BYTES = 16 << 20  # the ratings file is read in ranges of this many bytes (each
+# parsed in pieces of bst.data.beam_steps.PIECE_BYTES)
 PROBE_BYTES = 64 << 10  # the driver checks the file's start before starting the pipeline
 
 
@@ -90,259 +90,6 @@ class _ImportNoise(logging.Filter):
 
 def is_remote(path: str | Path) -> bool:
     return "://" in str(path)
-
-
-class Source:
-    """A format's ratings file and how a piece of its lines is parsed and checked."""
-
-    def __init__(self, fmt: str, path: str):
-        self.fmt, self.path = fmt, path
-        self.name = ml.ML1M_FILES[0] if fmt == "ml1m" else mlcsv.RATINGS
-        self.header = b""  # ratings.csv's first line, given to every piece
-
-    def parse(self, piece: bytes) -> pd.DataFrame:
-        """Whole lines → user_id, movie_id, rating, timestamp, checked by the in-memory
-        reader (a :class:`DataError`'s line is then the piece's data line, 1-based)."""
-        with tempfile.TemporaryDirectory(prefix="bst-beam-") as folder:
-            path = Path(folder) / self.name
-            path.write_bytes(self.header + piece)
-            try:
-                if self.fmt == "ml1m":
-                    return ml.read_ratings(path)
-                return mlcsv.read_ratings(path)
-            except DataError as err:
-                line = (err.line or 0) - (1 if self.header else 0)
-                raise DataError(err.reason, Path(self.path), line if line > 0 else None) from None
-
-
-def _line_starts(piece: bytes) -> np.ndarray:
-    """Offsets in ``piece`` (whole lines, the last one ending in a newline) of each line."""
-    ends = np.flatnonzero(np.frombuffer(piece, dtype=np.uint8) == ord("\n"))
-    return np.r_[0, ends[:-1] + 1].astype(np.int64) if len(ends) else np.zeros(0, np.int64)
-
-
-def read_range(span: tuple[int, int], source: Source) -> Iterator:
-    """The lines starting in ``[start, end)`` of the ratings file, parsed piece by piece:
-    yields ``("events", (user, arrays))`` per user of a piece (arrays: byte offsets of
-    the lines, movie ids, ratings, timestamps) or one ``("error", (offset, reason))``."""
-    from apache_beam.io.filesystems import FileSystems
-
-    start, end = span
-    with FileSystems.open(source.path, mime_type="application/octet-stream") as f:
-        if start:
-            f.seek(start - 1)
-            first = start - 1 + len(f.readline())  # the first line starting at start or later
-        else:
-            first = len(source.header)
-        if first >= end:
-            return
-        f.seek(first)
-        data = f.read(end - first)
-        if data and not data.endswith(b"\n"):
-            data += f.readline()
-    at = 0
-    while at < len(data):
-        cut = data.find(b"\n", min(at + PIECE_BYTES, len(data)) - 1)
-        cut = len(data) if cut < 0 else cut + 1
-        piece = data[at:cut]
-        offset = first + at
-        at = cut
-        starts = _line_starts(piece if piece.endswith(b"\n") else piece + b"\n")
-        stops = np.r_[starts[1:], len(piece)]
-        kept = starts
-        if source.fmt == "ml-csv":  # the CSV reader skips blank lines: keep the others' offsets
-            short = np.flatnonzero(stops - starts <= 2)
-            blank = np.zeros(len(starts), dtype=bool)
-            blank[short] = [not piece[starts[i] : stops[i]].strip() for i in short]
-            if blank.any():
-                piece = b"".join(
-                    piece[a:z] for a, z, b in zip(starts, stops, blank, strict=True) if not b
-                )
-                kept = starts[~blank]
-        try:
-            frame = source.parse(piece)
-        except DataError as err:
-            line = min(err.line or 1, len(kept))
-            yield "error", (offset + int(kept[line - 1] if len(kept) else 0), err.reason)
-            return
-        if len(frame) != len(kept):
-            yield "error", (offset, f"read {len(frame)} rows from {len(kept)} lines")
-            return
-        positions = offset + kept
-        users = frame["user_id"].to_numpy()
-        order = np.argsort(users, kind="stable")
-        users = users[order]
-        bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
-        columns = [
-            positions[order],
-            frame["movie_id"].to_numpy()[order],
-            frame["rating"].to_numpy()[order],
-            frame["timestamp"].to_numpy()[order],
-        ]
-        for a, z in zip(bounds[:-1], bounds[1:], strict=True):
-            yield "events", (users[a].item(), tuple(c[a:z] for c in columns))
-    log.info("read bytes %d-%d of %s", start, end, source.path)  # progress, per range
-
-
-class _Stats:
-    """Counts summed over users (``max_sequence_length``: the largest)."""
-
-    SUMMED = (
-        "ratings_read",
-        "duplicate_pairs",
-        "unknown_user_ratings",
-        "unknown_movie_ratings",
-        "ratings",
-        "users",
-        "users_train_only",
-        "train",
-        "validation",
-        "test",
-        "known_ratings",
-        "known_timestamps",
-    )
-
-    @classmethod
-    def merge(cls, parts: Iterable[dict]) -> dict:
-        out = dict.fromkeys(cls.SUMMED, 0)
-        out["max_sequence_length"] = 0
-        for part in parts:
-            for key in cls.SUMMED:
-                out[key] += part.get(key, 0)
-            out["max_sequence_length"] = max(
-                out["max_sequence_length"], part.get("max_sequence_length", 0)
-            )
-        return out
-
-
-def assemble(
-    item: tuple, movie_ids: np.ndarray, user_ids: frozenset | None
-) -> Iterator[tuple[str, object]]:
-    """One user's events from every piece → reconciled, ordered and split (tagged outputs;
-    ``movie_ids``: the movies table's ids, sorted)."""
-    from bst.data.prepare import known_ratings
-
-    user, blocks = item
-    positions, movies, ratings, times = (np.concatenate(c) for c in zip(*blocks, strict=True))
-    stats = {"ratings_read": len(movies)}
-    stats["duplicate_pairs"] = len(movies) - len(np.unique(movies))
-    yield "user", user
-    if user_ids is not None and user not in user_ids:
-        stats["unknown_user_ratings"] = len(movies)
-        yield "stats", stats
-        return
-    at = np.minimum(np.searchsorted(movie_ids, movies), len(movie_ids) - 1)
-    known = movie_ids[at] == movies
-    stats["unknown_movie_ratings"] = int((~known).sum())
-    positions, movies, ratings, times = (
-        positions[known],
-        movies[known],
-        ratings[known],
-        times[known],
-    )
-    n = len(movies)
-    if not n:
-        yield "stats", stats
-        return
-    order = np.lexsort((positions, times))  # by time, ties in file order
-    movies, ratings, times = movies[order], ratings[order], times[order]
-    n_train, n_validation, n_test = split_sizes(n)
-    rated = ratings[known_ratings(ratings)]
-    stats.update(
-        ratings=n,
-        users=1,
-        users_train_only=int(n_validation == 0),
-        train=n_train,
-        validation=n_validation,
-        test=n_test,
-        known_ratings=len(rated),
-        known_timestamps=int((times >= 0).sum()),
-        max_sequence_length=n,
-    )
-    yield "stats", stats
-    yield "rating_values", np.unique(rated.astype(np.float64))
-    yield (
-        "movies",
-        (movies[:n_train].tolist(), np.unique(movies).tolist(), movies[n_train:].tolist()),
-    )
-    if n_train:
-        yield "train_users", user
-    yield "sequence", (user, (n_train, n_validation, n_test), movies, times, ratings)
-
-
-def write_user(
-    item: tuple, scale: list[float], profiles: dict
-) -> Iterator[tuple[str, bytes | str]]:
-    """One user's records (tagged by split) and ``sequences.tsv`` row, as
-    :func:`bst.data.prepare.write_outputs` writes them (``profiles``: tokens by user id;
-    ``""``: those of a user without a row)."""
-    from bst.data import records  # TensorFlow: imported where records are written
-
-    user, sizes, movies, times, ratings = item
-    from bst.data.prepare import known_ratings
-
-    levels = np.zeros(len(ratings), dtype=np.int64)
-    known = known_ratings(ratings)
-    levels[known] = np.searchsorted(np.asarray(scale), ratings[known].astype(np.float64)) + 1
-    uid = str(user)
-    profile = profiles.get(uid) or profiles[""]
-    ids, ts, rs = [str(m) for m in movies.tolist()], times.tolist(), levels.tolist()
-    n_train, n_eval = sizes[0], sizes[1] + sizes[2]
-    yield SEQUENCES_FILE, sequence_row(uid, sizes, ids, ts, rs)
-    yield TRAIN, records.serialize(uid, profile, ids[:n_train], ts[:n_train], rs[:n_train])
-    if n_eval:
-        v, t = n_train, n_train + 1
-        yield (
-            VALIDATION,
-            records.serialize(uid, profile, ids[:v], ts[:v], rs[:v], (ids[v], ts[v], rs[v])),
-        )
-        yield TEST, records.serialize(uid, profile, ids[:t], ts[:t], rs[:t], (ids[t], ts[t], rs[t]))
-
-
-def _movie_tally():
-    """A CombineFn over each user's (training movies, distinct movies, evaluation movies):
-    training events per movie, the movies rated, the movies of validation and test."""
-    from collections import Counter
-
-    import apache_beam as beam
-
-    class MovieTally(beam.CombineFn):
-        def create_accumulator(self):
-            return Counter(), set(), set()
-
-        def add_input(self, acc, element):
-            acc[0].update(element[0])
-            acc[1].update(element[1])
-            acc[2].update(element[2])
-            return acc
-
-        def merge_accumulators(self, accumulators):
-            out = self.create_accumulator()
-            for train, rated, evaluated in accumulators:
-                out[0].update(train)
-                out[1].update(rated)
-                out[2].update(evaluated)
-            return out
-
-        def extract_output(self, acc):
-            return {
-                "train_counts": sorted(acc[0].items()),
-                "movies": len(acc[1]),
-                "eval_movies": sorted(acc[2]),
-            }
-
-    return MovieTally()
-
-
-def _tagged(fn):
-    """A generator of ``(tag, value)`` pairs → Beam tagged outputs."""
-    from apache_beam import pvalue
-
-    def wrapped(*args, **kwargs):
-        for tag, value in fn(*args, **kwargs):
-            yield pvalue.TaggedOutput(tag, value)
-
-    return wrapped
 
 
 def _side(fmt: str, folder: str, local: Path) -> tuple:
@@ -440,7 +187,7 @@ def prepare(
     if not is_remote(out):
         writable_dir(Path(out).absolute().parent, "output folder's parent")  # before the read
     fmt, folder = _resolve(str(data_dir), fmt, dataset)
-    source = Source(fmt, FileSystems.join(folder, Source(fmt, "").name))
+    source = steps.Source(fmt, FileSystems.join(folder, steps.Source(fmt, "").name))
     if not FileSystems.exists(source.path):
         raise DataError(f"file not found: {source.path}", source.path)
     size = FileSystems.match([source.path])[0].metadata_list[0].size_in_bytes
@@ -492,13 +239,15 @@ def prepare(
                 | "ranges" >> beam.Create(_ranges(size, len(source.header)))
                 | "reshuffle ranges" >> beam.Reshuffle()
                 | "read"
-                >> beam.FlatMap(_tagged(read_range), source).with_outputs("events", "error")
+                >> beam.FlatMap(steps.tagged(steps.read_range), source).with_outputs(
+                    "events", "error"
+                )
             )
             users_out = (
                 parsed.events
                 | "by user" >> beam.GroupByKey()
                 | "assemble"
-                >> beam.FlatMap(_tagged(assemble), movie_ids, user_ids).with_outputs(
+                >> beam.FlatMap(steps.tagged(steps.assemble), movie_ids, user_ids).with_outputs(
                     "stats", "rating_values", "movies", "train_users", "sequence", "user",
                 )
             )  # fmt: skip
@@ -507,10 +256,10 @@ def prepare(
                 | "distinct ratings" >> beam.FlatMap(lambda v: v.tolist())
                 | "rating set" >> beam.Distinct()
                 | "scale" >> beam.combiners.ToList()
-                | "rating scale" >> beam.Map(_scale_or_error)
+                | "rating scale" >> beam.Map(steps.scale_or_error)
             )
             written = users_out.sequence | "records" >> beam.FlatMap(
-                _tagged(write_user),
+                steps.tagged(steps.write_user),
                 beam.pvalue.AsSingleton(scale | "levels" >> beam.Map(lambda s: s[0] or [])),
                 profiles,
             ).with_outputs(*SPLITS, SEQUENCES_FILE)
@@ -530,11 +279,11 @@ def prepare(
             )
             collected = {
                 "stats": users_out.stats
-                | "stats" >> beam.CombineGlobally(_Stats.merge).without_defaults(),
+                | "stats" >> beam.CombineGlobally(steps.Stats.merge).without_defaults(),
                 "errors": parsed.error | "errors" >> beam.combiners.ToList(),
                 "scale": scale,
                 "movies": users_out.movies
-                | "tally movies" >> beam.CombineGlobally(_movie_tally()).without_defaults(),
+                | "tally movies" >> beam.CombineGlobally(steps.movie_tally()).without_defaults(),
                 "train_users": users_out.train_users | "train users" >> beam.combiners.ToList(),
                 "users": users_out.user | "users" >> beam.combiners.ToList(),
             }
@@ -555,7 +304,7 @@ def prepare(
         scale_or_error = got["scale"] or [[], None]
         if scale_or_error[1]:
             raise DataError(scale_or_error[1], source.path)
-        stats = got["stats"] or _Stats.merge([])
+        stats = got["stats"] or steps.Stats.merge([])
         if not stats["ratings"]:
             raise DataError("no ratings left after the checks", source.path)
         if users is None:  # ml-csv: every user of the ratings file, no profile
@@ -660,16 +409,6 @@ def prepare(
         time.perf_counter() - started,
     )
     return manifest
-
-
-def _scale_or_error(values: list[float]) -> list:
-    """The rating scale of the distinct known ratings, or the error (as text)."""
-    from bst.data.prepare import rating_scale
-
-    try:
-        return [[float(v) for v in rating_scale(np.unique(np.asarray(values, np.float64)))], None]
-    except DataError as err:
-        return [[], err.reason]
 
 
 def _read_json(path: str):

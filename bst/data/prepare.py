@@ -29,7 +29,7 @@ from bst import features as F
 from bst.config import Config
 from bst.data import formats, records
 from bst.data.interactions import Columns
-from bst.data.movielens import HALF_STARS, MovieLens
+from bst.data.movielens import MovieLens
 from bst.data.prepared import (
     MANIFEST,
     MANIFEST_VERSION,
@@ -43,9 +43,9 @@ from bst.data.prepared import (
     sequence_header,
     sequence_row,
 )
+from bst.data.ratings import rating_levels
 from bst.data.split import SPLITS, TEST, TRAIN, VALIDATION, split_by_time
 from bst.data.synthetic import generate
-from bst.data.tabular import MAX_RATING_LEVELS
 from bst.errors import DataError, UsageError, writable_dir
 from bst.metadata.report import enrich
 from bst.tempdirs import clean_stale, make_temp_dir, remove_temp_dir
@@ -107,43 +107,6 @@ def _profiles(ml: MovieLens) -> dict[str, dict[str, str]]:
         return {uid: {} for uid in ids}
     rows = records.profile_token_rows({c: users[c].tolist() for c in names}, names, ml.profile_rule)
     return {uid: dict(zip(names, row, strict=True)) for uid, row in zip(ids, rows, strict=True)}
-
-
-def rating_levels(ratings: pd.Series) -> tuple[np.ndarray, list[float]]:
-    """Ratings → int64 levels ``1..n`` (0 = unknown) and the scale (level ``k`` is
-    ``scale[k - 1]``): what the TFRecords and ``sequences.tsv`` hold.
-
-    Unknown is 0 in an integer column (the SASRec file) and NaN in a float one. Whole
-    stars 1-5 are their own level (ML-1M's files are unchanged); half stars 0.5-5.0
-    are levels 1-10; any other scale is its distinct values in order, at most
-    :data:`bst.data.tabular.MAX_RATING_LEVELS` of them.
-    """
-    values = ratings.to_numpy()
-    known = known_ratings(values)
-    scale = rating_scale(np.unique(values[known].astype(np.float64)))
-    levels = np.zeros(len(values), dtype=np.int64)
-    levels[known] = np.searchsorted(scale, values[known].astype(np.float64)) + 1
-    return levels, [float(v) for v in scale] if known.any() else []
-
-
-def known_ratings(values: np.ndarray) -> np.ndarray:
-    """bool: which ratings are known (0 in an integer column and NaN are unknown)."""
-    return ~pd.isna(values) & ((values != 0) if values.dtype.kind in "iu" else True)
-
-
-def rating_scale(distinct: np.ndarray) -> np.ndarray:
-    """The sorted distinct known ratings → the scale of :func:`rating_levels`."""
-    if np.isin(distinct, np.arange(1, F.NUM_RATINGS + 1)).all():
-        return np.arange(1, F.NUM_RATINGS + 1, dtype=np.float64)
-    if np.isin(distinct, HALF_STARS).all():
-        return HALF_STARS
-    if len(distinct) <= MAX_RATING_LEVELS:
-        return distinct
-    raise DataError(
-        f"ratings take {len(distinct)} distinct values; bst embeds a rating as one of at "
-        f"most {MAX_RATING_LEVELS} levels: round them, or set data.rating_column='' to "
-        "train without ratings"
-    )
 
 
 def _log_provided(fmt: str, provides: dict) -> dict:

@@ -25,7 +25,7 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 # timestamp is read as milliseconds when every value fits that reading.
 MAX_SECONDS = 4_102_444_800
 TIME_UNITS = ("auto", "s", "ms")
-# Ratings become categories (bst.data.prepare.rating_levels): at most this many values.
+# Ratings become categories (bst.data.ratings.rating_levels): at most this many values.
 MAX_RATING_LEVELS = 20
 _BAD_ID = re.compile(r"[\s\x00-\x1f\x7f]")
 
