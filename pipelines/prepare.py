@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m pipelines.prepare",
         description=__doc__.split("\n")[0],
         formatter_class=cli.HelpFormatter,
+        epilog="With --runner beam, what follows -- goes to Beam as its pipeline options "
+        "(e.g. -- --runner=FlinkRunner --flink_master=host:8081; default the DirectRunner).",
     )
     p.add_argument("--out", required=True, help="output folder")
     cli.add_data_flags(p, "<out>-enriched/")

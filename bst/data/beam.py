@@ -475,10 +475,12 @@ def pipeline_options(args: Sequence[str]):
     handler = _Captured()
     logger = logging.getLogger("apache_beam.options.pipeline_options")
     logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False  # said once, below
     try:
         options.get_all_options()
     finally:
         logger.removeHandler(handler)
+        logger.propagate = propagate
     if handler.unknown:
         raise UsageError(f"Beam pipeline options not known to Beam: {' '.join(handler.unknown)}")
     return options
