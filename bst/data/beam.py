@@ -285,8 +285,9 @@ def prepare(
                 "movies": users_out.movies
                 | "tally movies" >> beam.CombineGlobally(steps.movie_tally()).without_defaults(),
                 "train_users": users_out.train_users | "train users" >> beam.combiners.ToList(),
-                "users": users_out.user | "users" >> beam.combiners.ToList(),
             }
+            if users is None:  # ml-csv has no users table: every user of the ratings file
+                collected["users"] = users_out.user | "users" >> beam.combiners.ToList()
             for name, pcoll in collected.items():
                 _ = (
                     pcoll
@@ -331,7 +332,7 @@ def prepare(
         vocabs = vocabularies_from_counts(
             counts, np.asarray(got["train_users"]), movies, users, profile, rule
         )
-        local_stage = Path(stage) if local_out else Path(tempfile.mkdtemp(prefix="bst-beam-out-"))
+        local_stage = Path(stage) if local_out else side_dir / "out"  # removed below
         write_vocabularies(local_stage / VOCAB_DIR, vocabs)
         in_memory.write_side_tables(local_stage, movies, users)
         for split in SPLITS:  # a split without records still has its (empty) shards
@@ -401,6 +402,8 @@ def prepare(
         shutil.rmtree(side_dir, ignore_errors=True)
         if local_out:
             remove_temp_dir(tmp)
+        elif FileSystems.exists(stage):  # a failed remote run leaves no staging behind
+            FileSystems.delete([stage])
     log.info(
         "prepared %d ratings of %d users into %s on Beam in %.1f s",
         manifest["counts"]["ratings"],
